@@ -1,0 +1,18 @@
+"""Models by name. A model is a flax.linen Module called as `model.apply(variables, images, train=...)`
+on float images [B, H, W, C] that returns logits; it knows nothing of data sources or training."""
+
+from cifar_jax.models import layer_stack
+
+# name -> builder(model_config) -> flax.linen.Module
+MODELS = {
+    'layer_stack': layer_stack.build,
+}
+
+
+def create_model(model_config):
+  try:
+    builder = MODELS[model_config.name]
+  except KeyError:
+    raise ValueError(f'model.name={model_config.name!r} is not a known model; '
+                     f'known: {sorted(MODELS)}') from None
+  return builder(model_config)

@@ -1,0 +1,39 @@
+"""Checks a config before any work starts, so a bad value fails in seconds, naming the key.
+
+Unknown keys and wrong types are already refused by the locked, type-safe ConfigDict (see
+configs/base.py); this checks values that need knowledge of the code.
+"""
+
+from cifar_jax.data import augment
+from cifar_jax.data import pipeline
+from cifar_jax.models import MODELS
+
+
+class ConfigError(ValueError):
+  """A config value cifar_jax cannot run with; the message names the key."""
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def check_config(config) -> None:
+  _require(config.model.name in MODELS,
+           f'model.name={config.model.name!r} is not a known model; known: {sorted(MODELS)}')
+  _require(config.data.normalization in pipeline.NORMALIZATIONS,
+           f'data.normalization={config.data.normalization!r} is unknown; '
+           f'known: {list(pipeline.NORMALIZATIONS)}')
+  _require(config.train.epochs >= 1, f'train.epochs={config.train.epochs} must be >= 1')
+  _require(config.train.batch_size >= 1, f'train.batch_size={config.train.batch_size} must be >= 1')
+  _require(config.train.eval_batch_size >= 1,
+           f'train.eval_batch_size={config.train.eval_batch_size} must be >= 1')
+  _require(config.train.steps_per_epoch >= 0,
+           f'train.steps_per_epoch={config.train.steps_per_epoch} must be >= 0')
+  _require(config.optim.learning_rate > 0,
+           f'optim.learning_rate={config.optim.learning_rate} must be > 0')
+  _require(0.0 <= config.loss.label_smoothing < 1.0,
+           f'loss.label_smoothing={config.loss.label_smoothing} must be in [0, 1)')
+  _require(config.model.dtype in ('float32', 'bfloat16', 'float16'),
+           f"model.dtype={config.model.dtype!r} must be 'float32', 'bfloat16' or 'float16'")
+  augment.validate_augment_config(config.augment)

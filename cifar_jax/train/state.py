@@ -1,0 +1,50 @@
+"""The TrainState: everything a train or eval step needs, as one pytree."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+from cifar_jax.data.pipeline import InputPipeline
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState (step, params, opt_state, apply_fn, tx) plus:
+
+  batch_stats: BatchNorm moving statistics (Keras's non-trainable weights).
+  rng: the run's base PRNG key (uint32[2]); each step folds in its step number, so dropout and
+    augmentation randomness is a pure function of (seed, step) and a resumed run repeats it.
+  input_pipeline: static; turns uint8 batches into (augmented) normalised floats on the device.
+  label_smoothing: static; Keras CategoricalCrossentropy(label_smoothing=...) semantics.
+  """
+  batch_stats: Any
+  rng: jax.Array
+  input_pipeline: InputPipeline = flax.struct.field(pytree_node=False, default=None)
+  label_smoothing: float = flax.struct.field(pytree_node=False, default=0.0)
+
+
+def init_variables(model, input_shape, seed: int):
+  """Initialises params and batch_stats (jitted, so big models initialise fast)."""
+  x = jnp.zeros((1, *input_shape), jnp.float32)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), INIT_STREAM)
+
+  @jax.jit
+  def init(key):
+    params_key, dropout_key = jax.random.split(key)
+    variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
+    return variables['params'], variables.get('batch_stats', {})
+
+  return init(key)
+
+
+def create_train_state(config, model, tx, input_pipeline: InputPipeline) -> TrainState:
+  params, batch_stats = init_variables(model, config.model.input_shape, config.seed)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                           rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
+                           label_smoothing=float(config.loss.label_smoothing))
+
+
+# Independent random streams folded out of the run's base key.
+INIT_STREAM, TRAIN_STREAM, DATA_STREAM = 0, 1, 2

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The two commands of cifar_jax, each installing what it needs on first use:
+#   ./run.sh --config=configs/exp0.py [--workdir=runs/exp0] [--config.x=y ...]   train one config
+#   ./run.sh test [pytest args]                                                  run the test suite
+# Installs into .venv next to this script (override with CIFAR_JAX_VENV); python3 >= 3.10 needed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${CIFAR_JAX_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+install() {  # install <requirements file>: only when it changed since the last install.
+  local req="$root/$1" stamp="$venv/.installed-$1"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp" || { [ "$1" = requirements-test.txt ] && ! cmp -s "$root/requirements.txt" "$venv/.installed-requirements.txt"; }; then
+    echo "Installing $1 into $venv (first run only)..." >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+    [ "$1" = requirements-test.txt ] && cp "$root/requirements.txt" "$venv/.installed-requirements.txt"
+  fi
+}
+
+cd "$root"
+if [ "${1:-}" = test ]; then
+  shift
+  install requirements-test.txt
+  exec "$venv/bin/python" -m pytest "$@"
+fi
+install requirements.txt
+exec "$venv/bin/python" launch.py "$@"

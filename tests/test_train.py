@@ -1,0 +1,148 @@
+"""The training core: pure steps, on-device epochs, exact evaluation, Keras loss semantics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_jax.data import pipeline
+from cifar_jax.models import create_model
+from cifar_jax.train import create_train_state, eval_step, train_step
+from cifar_jax.train import loop
+from cifar_jax.train import optimizers
+from cifar_jax.train import steps
+from tests import synthetic_cifar
+from tests.conftest import tiny_config
+
+
+def make_state(config, train_images):
+  tx = optimizers.make_optimizer(config.optim, steps_per_epoch=10, total_steps=100)
+  return create_train_state(config, create_model(config.model), tx,
+                            pipeline.make_input_pipeline(config, train_images))
+
+
+@pytest.fixture(scope='module')
+def arrays():
+  train_images, train_labels, test_images, test_labels = synthetic_cifar.make_arrays(200, 70)
+  return pipeline.Split(train_images, train_labels), pipeline.Split(test_images, test_labels)
+
+
+def test_train_step_is_pure_and_deterministic(arrays):
+  train, _ = arrays
+  config = tiny_config()
+  batch = {'image': jnp.asarray(train.images[:32]), 'label': jnp.asarray(train.labels[:32])}
+  step = jax.jit(train_step)
+  state_a, metrics_a = step(make_state(config, train.images), batch)
+  state_b, metrics_b = step(make_state(config, train.images), batch)
+  assert int(state_a.step) == 1
+  np.testing.assert_array_equal(metrics_a['loss'], metrics_b['loss'])
+  for a, b in zip(jax.tree.leaves(state_a.params), jax.tree.leaves(state_b.params)):
+    np.testing.assert_array_equal(a, b)
+  # Dropout randomness comes from the step number: the next step draws a different mask.
+  state_c, metrics_c = step(state_a, batch)
+  assert int(state_c.step) == 2 and metrics_c['loss'] != metrics_a['loss']
+
+
+def test_train_steps_reduce_the_loss(arrays):
+  train, _ = arrays
+  config = tiny_config()
+  config.model.layers = config.model.layers[:3] + config.model.layers[4:]  # no dropout
+  state = make_state(config, train.images)
+  batch = {'image': jnp.asarray(train.images[:64]), 'label': jnp.asarray(train.labels[:64])}
+  step = jax.jit(train_step)
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']) / float(metrics['count']))
+  assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_loss_includes_the_l2_penalty_like_keras(arrays):
+  train, _ = arrays
+  config = tiny_config()
+  state = make_state(config, train.images)
+  batch = {'image': jnp.asarray(train.images[:8]), 'label': jnp.asarray(train.labels[:8]),
+           'mask': jnp.ones(8)}
+  with_l2 = eval_step(state, batch)
+  kernel = state.params['conv2d']['kernel']
+  penalty = 1e-3 * float(jnp.sum(kernel ** 2))
+  config.model.layers = ({**config.model.layers[0], 'l2': 0.0},) + config.model.layers[1:]
+  state_no_l2 = make_state(config, train.images)
+  without_l2 = eval_step(state_no_l2, batch)
+  assert penalty > 0
+  np.testing.assert_allclose(float(with_l2['loss']) - float(without_l2['loss']), 8 * penalty,
+                             rtol=1e-4)
+
+
+def test_evaluation_counts_every_example_once(arrays):
+  train, test = arrays  # 70 test examples, batches of 32: the last batch is padded.
+  state = make_state(tiny_config(), train.images)
+  batches = pipeline.make_eval_batches(test, batch_size=32)
+  assert batches.images.shape[:2] == (3, 32) and batches.num_examples == 70
+  got = loop.evaluate_split(state, batches)
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          jnp.asarray(test.images, jnp.float32) / 255.0, train=False)
+  expected_accuracy = float(np.mean(np.argmax(logits, -1) == test.labels))
+  expected_loss = float(jnp.mean(steps.cross_entropy(logits, jnp.asarray(test.labels))))
+  l2 = 1e-3 * float(jnp.sum(state.params['conv2d']['kernel'] ** 2))
+  assert got['accuracy'] == pytest.approx(expected_accuracy)
+  assert got['loss'] == pytest.approx(expected_loss + l2, rel=1e-5)
+
+
+@pytest.mark.parametrize('n, batch, steps_per_epoch, expected', [
+    (40000, 512, 0, (79, 64)),     # Keras fit on arrays: ceil(n / batch), smaller last batch.
+    (40000, 512, 78, (78, 512)),   # fit(generator, steps_per_epoch=40000 // 512).
+    (100, 512, 0, (1, 100)),       # a batch larger than the split.
+    (96, 32, 0, (3, 32)),
+])
+def test_epoch_plan_matches_keras_batching(n, batch, steps_per_epoch, expected):
+  plan = loop.EpochPlan.create(n, batch, steps_per_epoch)
+  assert (plan.steps_per_epoch, plan.last_batch_size) == expected
+
+
+def test_epoch_plan_refuses_more_steps_than_data():
+  with pytest.raises(ValueError, match='steps_per_epoch'):
+    loop.EpochPlan.create(1000, 512, 3)
+
+
+def test_an_epoch_sends_nothing_from_host_to_device(arrays):
+  """The split is on the device and the step position comes from state.step, so a whole epoch
+  (including its smaller last batch) runs with host-to-device transfers disallowed."""
+  train, _ = arrays
+  config = tiny_config()
+  plan = loop.EpochPlan.create(len(train), 32, 0)  # 200 = 6 x 32 + 8
+  state = make_state(config, train.images)
+  data = pipeline.to_device(train)
+  bar = loop.progress.ProgressBar(plan.steps_per_epoch, enabled=False)
+  state, _ = loop.run_epoch(state, data, plan, bar)  # compiles both batch shapes
+  with jax.transfer_guard_host_to_device('disallow'):
+    state, sums = loop.run_epoch(state, data, plan, bar)
+  assert int(state.step) == 2 * plan.steps_per_epoch
+  assert float(sums['count']) == len(train)
+
+
+def test_each_epoch_visits_every_example_once_in_a_new_order(arrays):
+  train, _ = arrays
+  state = make_state(tiny_config(), train.images)
+  first = np.asarray(steps.epoch_order(state, len(train), 7))
+  second = np.asarray(steps.epoch_order(state.replace(step=state.step + 7), len(train), 7))
+  assert sorted(first) == list(range(len(train))) == sorted(second)
+  assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize('n, num_validation, validation_split', [
+    (50000, 10000, 0.0), (50000, 0, 0.2), (1001, 0, 0.1), (300, 60, 0.0)])
+def test_validation_is_the_end_of_the_training_arrays_like_keras(n, num_validation,
+                                                                validation_split):
+  from keras.src.trainers.data_adapters import array_slicing  # pylint: disable=g-import-not-at-top
+  size = pipeline.validation_size(n, num_validation, validation_split)
+  if validation_split:
+    x = np.arange(n)
+    (_, ), (val, ) = array_slicing.train_validation_split((x,), validation_split)
+    np.testing.assert_array_equal(np.asarray(val), x[n - size:])
+  assert size == (num_validation or size)
+
+
+def test_validation_settings_conflict_is_an_error():
+  with pytest.raises(ValueError, match='only one'):
+    pipeline.validation_size(100, 10, 0.1)
