@@ -1,10 +1,13 @@
 """Runs one cifar_jax experiment: `python launch.py --config=configs/exp0.py [--workdir=runs/exp0]`.
 
-Any config value can be overridden: `--config.optim.learning_rate=0.01`. `--summary` prints the
-Keras-style model summary and exits without training.
+Any config value can be overridden: `--config.optim.learning_rate=0.01`. Running the same
+command again resumes from the workdir's last checkpoint. `--summary` prints the Keras-style
+model summary and exits; `--evaluate=best|latest` evaluates a checkpoint without training.
 """
 
+import datetime
 import logging
+import os
 import sys
 
 from absl import app
@@ -15,8 +18,19 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where the run writes its files (default: runs/<config.name>).')
 flags.DEFINE_bool('summary', False, 'Print the model summary and exit.')
+flags.DEFINE_enum('evaluate', None, ['best', 'latest'],
+                  'Evaluate this checkpoint of --workdir on validation and test, without training.')
+flags.DEFINE_bool('fresh', False, 'Start over: move an existing --workdir aside (renamed with a '
+                  'timestamp, nothing is deleted) instead of resuming it.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
+
+
+def set_aside(workdir: str) -> None:
+  if os.path.exists(workdir):
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    os.rename(workdir, f'{workdir}.replaced-{stamp}')
+    print(f'--fresh: moved the previous run to {workdir}.replaced-{stamp}', file=sys.stderr)
 
 
 def main(argv):
@@ -27,7 +41,10 @@ def main(argv):
   from cifar_jax.data.cifar10 import DataError  # pylint: disable=g-import-not-at-top
   from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
   from cifar_jax.models.summary import format_summary, summarize  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from cifar_jax import train  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import interrupts  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import outputs  # pylint: disable=g-import-not-at-top
   from cifar_jax.train.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
@@ -35,12 +52,21 @@ def main(argv):
     print(format_summary(summarize(create_model(config.model), config.model.input_shape),
                          title=config.name))
     return
-  workdir = FLAGS.workdir or f'runs/{config.name}'
+  workdir = FLAGS.workdir or os.path.join('runs', config.name)
   logging.info('process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:
-    train_and_evaluate(config, workdir)
-  except (DataError, ConfigError, FloatingPointError) as e:
+    if FLAGS.evaluate:
+      train.evaluate_checkpoint(config, workdir, FLAGS.evaluate)
+      return
+    if FLAGS.fresh:
+      set_aside(workdir)
+    train.train_and_evaluate(config, workdir)
+  except interrupts.Interrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(130)
+  except (DataError, ConfigError, FloatingPointError, checkpointing.CheckpointError,
+          checkpointing.ConfigMismatchError, outputs.WorkdirError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

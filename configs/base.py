@@ -36,17 +36,38 @@ def get_config():
       num_test_examples=placeholder(int),   # Use only the first N test images (smoke runs).
   ))
 
-  # Keras ImageDataGenerator semantics (see cifar_jax/data/augment.py); all off by default.
+  # Data augmentation (cifar_jax/data/augment.py), in training only; all off by default.
+  # Stage 1, on raw 0..255 pixels before normalisation: Keras ImageDataGenerator, same arguments.
   c.augment = ml_collections.ConfigDict(dict(
       rotation_range=0.0,        # degrees
-      width_shift_range=0.0,     # fraction of width (<1) or pixels (>=1)
-      height_shift_range=0.0,    # fraction of height (<1) or pixels (>=1)
+      # Shift ranges mean what they mean in Keras, by type, so these two fields keep the type
+      # they are given (`--config.augment.width_shift_range=4` stays an int): a float r draws
+      # uniformly from [-r, r]; an int n one of {0, ..., n-1} times a random sign; a list one
+      # of its values times a random sign. Fractions of the size if the largest value is < 1,
+      # pixels otherwise. (Keras quirk, kept: height_shift_range moves columns.)
+      width_shift_range=config_dict.FieldReference(0.0, field_type=object),
+      height_shift_range=config_dict.FieldReference(0.0, field_type=object),
       shear_range=0.0,           # degrees
       zoom_range=(0.0, 0.0),     # (lo, hi) scale; a float z means (1-z, 1+z)
+      channel_shift_range=0.0,   # 0..255 units: one U(-r, r) per image added to all channels
+      # (lo, hi): one PIL brightness factor U(lo, hi) per image, e.g. (0.8, 1.2); output in whole
+      # grey levels as Keras's PIL round trip gives it. None: off.
+      brightness_range=placeholder(tuple),
       horizontal_flip=False,
       vertical_flip=False,
-      fill_mode='nearest',       # nearest | constant | reflect | wrap
+      fill_mode='nearest',       # nearest | constant | reflect | wrap (scipy's)
       cval=0.0,
+      # Stage 2, on the normalised batch (what a Keras model's first layers get after
+      # Rescaling(1/255)): an ordered tuple of layer dicts, e.g.
+      #   (dict(type='random_flip', mode='horizontal'), dict(type='random_rotation', factor=0.1))
+      # Keras preprocessing layers with their argument names and defaults: random_flip,
+      # random_rotation, random_translation, random_zoom, random_contrast, random_brightness
+      # (pass value_range=(0, 1) to the last two after rescaling); research augmentations:
+      # pad_and_crop (pad=4, mode='reflect'), cutout (size=16, count=1, fill_value=0.0).
+      layers=(),
+      # Test-time augmentation at evaluation: 'none', 'flip' (mean logits of the image and its
+      # mirror) or 'flip_translate' (airbench's tta_level=2: also 1-pixel shifts).
+      tta='none',
   ))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -55,6 +76,40 @@ def get_config():
       num_classes=10,
       input_shape=(32, 32, 3),
       dtype='float32',     # Compute dtype; params stay float32.
+      # Transfer learning (name 'vgg16' | 'densenet121', cifar_jax/models/backbone.py): the
+      # keras.applications network as a backbone, then `layers` as the head.
+      backbone=ml_collections.ConfigDict(dict(
+          # '' random init (Keras weights=None); 'imagenet': Keras's file in
+          # ~/.keras/models (downloaded where there is internet); else a weight file
+          # (.h5 as keras.applications downloads it, .weights.h5 or .keras).
+          weights='',
+          include_top=False,
+          pooling='',          # '' | 'avg' | 'max' (include_top=False).
+          output_layer='',     # Cut after this layer: vgg.get_layer('block3_pool').output.
+          flatten=False,       # Append Flatten(): Model(base.input, Flatten()(base.output)).
+          # keras.applications preprocess_input on 0..255 pixels: 'caffe' (VGG16), 'torch'
+          # (DenseNet), 'tf'; these need data.normalization='none'. 'none': the input as the
+          # pipeline gives it (the reports' x/255).
+          preprocess='none',
+          resize=(),           # (H, W): keras.layers.Resizing before the backbone.
+          # Resizing(interpolation=...); 'nearest' by an integer factor is UpSampling2D(size).
+          resize_method='bilinear',
+          # Compute the backbone's features once (cached in <workdir>/bottleneck) and train the
+          # head on them (arquitecturas tl_basic).
+          bottleneck=False,
+      )),
+      # Keras `layer.trainable = False` on backbone layers: frozen weights get no updates and
+      # frozen BatchNorm runs in inference mode. Set at most one.
+      freeze=ml_collections.ConfigDict(dict(
+          backbone=False,      # The whole backbone (base.trainable = False).
+          trainable_from='',   # Layers before this one (`if layer.name == X: trainable = True`).
+          trainable_last=0,    # All but the last N layers (`model.layers[-N:]`, Keras's count).
+      )),
+      # Fine-tuning phases, in order: dicts with 'epochs' and optionally 'learning_rate' and
+      # 'freeze' (a dict of the keys above), e.g. head-only epochs, then unfreeze with a lower
+      # LR. Each phase starts a fresh optimizer (Keras recompiles); the last runs to
+      # train.epochs. Empty: one phase. See cifar_jax/train/freezing.py.
+      phases=(),
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
@@ -96,6 +151,16 @@ def get_config():
       reduce_lr_on_plateau=ml_collections.ConfigDict(dict(
           enabled=False, monitor='val_loss', factor=0.1, patience=10, mode='auto',
           min_delta=1e-4, cooldown=0, min_lr=0.0)),
+  ))
+
+  # Checkpoints in <workdir>/checkpoints (orbax): the latest state every epoch (and every
+  # `every_steps` steps if > 0) plus the best by `monitor` (Keras ModelCheckpoint(monitor,
+  # save_best_only=True, mode) semantics). A rerun with the same workdir resumes exactly.
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      enabled=True,
+      monitor='val_accuracy',
+      mode='auto',
+      every_steps=0,
   ))
 
   c.log = ml_collections.ConfigDict(dict(

@@ -7,9 +7,8 @@ os.environ.setdefault('KERAS_BACKEND', 'jax')  # Keras is the parity reference; 
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-from configs import base  # pylint: disable=g-import-not-at-top
-from configs import layers as L  # pylint: disable=g-import-not-at-top
 from tests import synthetic_cifar  # pylint: disable=g-import-not-at-top
+from tests import tiny_config as tiny_config_module  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The JPEG re-encoded CIFAR-10 copy that sits beside the checkout (../shared), if present.
@@ -25,18 +24,9 @@ def synthetic_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir: str = '', **train):
-  """A small conv net (BN, dropout, l2) for a few fast steps."""
-  c = base.get_config()
-  c.name = 'tiny'
+  """tests/tiny_config.py's config, reading `data_dir`, with `train` fields overridden."""
+  c = tiny_config_module.get_config()
   c.data.dir = data_dir
-  c.data.num_validation = 60
-  c.model.layers = (L.conv(8, padding='same', activation='relu', l2=1e-3), L.bn(), L.maxpool(),
-                    L.dropout(0.25), L.flatten(), L.dense(16, activation='relu'),
-                    L.dense(10, activation='softmax'))
-  c.train.batch_size = 32
-  c.train.epochs = 2
-  c.train.eval_batch_size = 50
-  c.log.verbosity = 0
   for key, value in train.items():
     c.train[key] = value
   return c

@@ -1,7 +1,7 @@
 """The Keras 3 reference for a cifar_jax layer stack: the same model as a `keras.Sequential`.
 
-Builds the Sequential from the layer dicts a `model.layers` config holds (Keras argument names,
-so the translation is one line per layer type) and moves weights between it and the Flax
+Builds the Sequential from the layer dicts a `model.layers` config holds (their argument names
+are Keras's, so they pass through almost verbatim) and moves weights between it and the Flax
 variables, so parity tests can run both on the same weights:
 
     keras_model = keras_reference.build_keras_model(config.model.layers, (32, 32, 3),
@@ -55,43 +55,23 @@ def keras_activation(name, negative_slope=None):
   return name  # None and every other name are Keras's own activation strings.
 
 
-def _regularizer(l2):
-  return keras.regularizers.L2(l2) if l2 else None
+def keras_layer(spec, **overrides):
+  """The Keras layer for one layer dict; `overrides` are extra Keras arguments (initializers).
 
-
-def keras_layer(layer, **overrides):
-  """The Keras layer for one resolved layer dict (see `layer_stack.resolve_layer`); `overrides`
-  are extra Keras arguments (initializers)."""
-  kind = layer['type']
-  if kind in ('conv2d', 'dense'):
-    common = dict(activation=keras_activation(layer['activation'], layer['negative_slope']),
-                  use_bias=layer['use_bias'], kernel_initializer=layer['kernel_initializer'],
-                  kernel_regularizer=_regularizer(layer['l2']))
-    common.update(overrides)
-    if kind == 'dense':
-      return keras.layers.Dense(layer['units'], **common)
-    return keras.layers.Conv2D(layer['filters'], layer['kernel_size'], strides=layer['strides'],
-                               padding=layer['padding'].lower(), **common)
-  if kind == 'batch_normalization':
-    return keras.layers.BatchNormalization(momentum=layer['momentum'], epsilon=layer['epsilon'],
-                                           center=layer['center'], scale=layer['scale'],
-                                           **overrides)
-  if overrides:
-    raise ValueError(f'layer type {kind!r} has no weights to initialise: {sorted(overrides)}')
-  if kind == 'activation':
-    return keras.layers.Activation(keras_activation(layer['activation'], layer['negative_slope']))
-  if kind == 'leaky_re_lu':
-    return keras.layers.LeakyReLU(negative_slope=layer['negative_slope'])
-  if kind in ('max_pooling2d', 'average_pooling2d'):
-    pool = keras.layers.MaxPooling2D if kind == 'max_pooling2d' else keras.layers.AveragePooling2D
-    return pool(layer['pool_size'], strides=layer['strides'], padding=layer['padding'].lower())
-  if kind == 'global_average_pooling2d':
-    return keras.layers.GlobalAveragePooling2D()
-  if kind == 'dropout':
-    return keras.layers.Dropout(layer['rate'])
-  if kind == 'flatten':
-    return keras.layers.Flatten()
-  raise ValueError(f'no Keras equivalent for layer type {kind!r}')
+  Only the arguments the dict gives are passed, so whatever it leaves out takes *Keras's*
+  default: with raw config dicts, the parity tests also check `layer_stack.LAYER_ARGS`'s
+  defaults. The dict's argument names are Keras's, except `l2` (kernel_regularizer=L2(l2)) and,
+  outside LeakyReLU, `negative_slope` (an argument of the leaky_relu activation).
+  """
+  kind = spec['type']
+  kwargs = {k: v for k, v in spec.items() if k not in ('type', 'l2', 'negative_slope')}
+  if spec.get('l2'):
+    kwargs['kernel_regularizer'] = keras.regularizers.L2(spec['l2'])
+  if 'activation' in spec:
+    kwargs['activation'] = keras_activation(spec['activation'], spec.get('negative_slope'))
+  elif kind == 'leaky_re_lu' and 'negative_slope' in spec:
+    kwargs['negative_slope'] = spec['negative_slope']
+  return getattr(keras.layers, summary.KERAS_CLASS_NAMES[kind])(**{**kwargs, **overrides})
 
 
 def _value_initializer(value):
@@ -116,11 +96,12 @@ def _initializers_from(variables, kind, name):
 
 def build_keras_model(layer_dicts, input_shape, *, variables=None,
                       clear_session=False) -> keras.Sequential:
-  """The `keras.Sequential` for `layer_dicts` (raw config dicts or resolved ones), built on
-  images of `input_shape` (H, W, C).
+  """The `keras.Sequential` for `layer_dicts`, built on images of `input_shape` (H, W, C).
 
   Args:
-    layer_dicts: the `model.layers` entries.
+    layer_dicts: the `model.layers` entries: raw config dicts (arguments left out take Keras's
+      defaults) or resolved ones (`model.layers`, every argument explicit). Checked with
+      `layer_stack.resolve_layer`, so an unknown type or argument is an error here too.
     input_shape: (H, W, C).
     variables: Flax variables ('params', 'batch_stats') for the weights to start from, as after
       `copy_flax_to_keras` (which also checks that both sides have the same weights). Without,
@@ -129,7 +110,9 @@ def build_keras_model(layer_dicts, input_shape, *, variables=None,
     clear_session: start Keras's naming scope afresh, so layers get the auto names of a first
       model (conv2d, conv2d_1, ...).
   """
-  layers = [layer_stack.resolve_layer(dict(spec), i) for i, spec in enumerate(layer_dicts)]
+  layers = [dict(spec) for spec in layer_dicts]
+  for i, spec in enumerate(layers):
+    layer_stack.resolve_layer(spec, i)
   if clear_session:
     keras.backend.clear_session()
   names = layer_stack.KerasNames()
@@ -167,21 +150,24 @@ def _flax_leaf(variables, collection, name, leaf, variable):
   return value
 
 
-def _check_all_used(variables, used):
+def _pairs(variables, keras_model):
+  """[(Keras variable, Flax value)] for every weight; both sides must hold the same weights."""
+  pairs, used = [], set()
+  for variable, collection, name, leaf in weight_map(keras_model):
+    pairs.append((variable, _flax_leaf(variables, collection, name, leaf, variable)))
+    used.add((collection, name, leaf))
   flax_leaves = {(collection, name, leaf)
                  for collection in ('params', 'batch_stats')
                  for name, leaves in variables.get(collection, {}).items() for leaf in leaves}
   if flax_leaves != used:
     raise ValueError(f'Flax variables with no Keras weight: {sorted(flax_leaves - used)}')
+  return pairs
 
 
 def copy_flax_to_keras(variables, keras_model) -> None:
   """Assigns Flax `variables` ('params' and 'batch_stats') to the Keras model's weights."""
-  used = set()
-  for variable, collection, name, leaf in weight_map(keras_model):
-    variable.assign(np.asarray(_flax_leaf(variables, collection, name, leaf, variable)))
-    used.add((collection, name, leaf))
-  _check_all_used(variables, used)
+  for variable, value in _pairs(variables, keras_model):
+    variable.assign(np.asarray(value))
 
 
 def copy_keras_to_flax(keras_model) -> dict:
@@ -196,12 +182,7 @@ def stateless_values(keras_model, variables):
   """(trainable, non_trainable) value lists for `keras_model.stateless_call`, taken from Flax
   `variables` (traced arrays welcome, so jax.grad can differentiate through Keras with respect
   to a Flax params tree); Keras-only state (e.g. dropout seeds) keeps its current value."""
-  from_flax = {}
-  used = set()
-  for variable, collection, name, leaf in weight_map(keras_model):
-    from_flax[id(variable)] = _flax_leaf(variables, collection, name, leaf, variable)
-    used.add((collection, name, leaf))
-  _check_all_used(variables, used)
+  from_flax = {id(variable): value for variable, value in _pairs(variables, keras_model)}
 
   def values(keras_variables):
     return [from_flax.get(id(v), v.value) for v in keras_variables]

@@ -1,18 +1,23 @@
-"""cifar_jax.data.augment against the real Keras 3 legacy ImageDataGenerator and scipy."""
+"""cifar_jax.data.augment (and resample) against the real Keras 3 legacy ImageDataGenerator,
+scipy and jax.scipy."""
 
 import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 from keras.src.legacy.preprocessing import image as keras_image
+from ml_collections import config_flags
 import numpy as np
 import pytest
 import scipy.ndimage
 
 from cifar_jax.data import augment
+from cifar_jax.data import resample
 from configs import base
+from tests.conftest import REPO
 
 SHAPES = [(32, 32, 3), (20, 28, 3)]  # CIFAR, and a non-square one to pin down the axes.
 CVAL = 7.0  # Not 0, so a wrong fill cannot hide among black pixels.
@@ -58,26 +63,53 @@ def ours(images, params, fill_mode, cval=CVAL):
   return np.asarray(apply_jit(jnp.asarray(images), params, fill_mode=fill_mode, cval=cval))
 
 
-@pytest.mark.parametrize('fill_mode', augment.FILL_MODES)
-def test_sample_bilinear_matches_scipy(fill_mode):
-  """Per-axis fill semantics, seams included: quarter-pixel points (exact in float32 and float64)
-  and points 1e-3 either side of every seam, over several periods of the extension."""
-  rs = np.random.RandomState(0)
-  height, width = 7, 9
-  image = random_images(rs, 1, (height, width, 2))
+def sample_points(rs, height, width):
+  """[h, w] grids of points over several periods of every extension: quarter pixels (exact in
+  float32 and float64), points 1e-3 either side of every seam, and random ones."""
 
   def points(size):
     seams = (size - 1) * np.arange(-4, 5)
     return np.concatenate([np.arange(-3 * size, 4 * size, 0.25), seams - 1e-3, seams + 1e-3,
                            rs.uniform(-3 * size, 4 * size, 200)]).astype(np.float32)
 
-  rows, cols = points(height), points(width)
-  rows, cols = np.meshgrid(rows, cols, indexing='ij')
-  got = np.asarray(augment.sample_bilinear(jnp.asarray(image), jnp.asarray(rows)[None],
-                                           jnp.asarray(cols)[None], fill_mode, CVAL))[0]
-  coords = np.stack([rows, cols]).astype(np.float64)
-  want = np.stack([scipy.ndimage.map_coordinates(image[0, ..., c], coords, order=1, mode=fill_mode,
-                                                 cval=CVAL) for c in range(2)], -1)
+  return np.meshgrid(points(height), points(width), indexing='ij')
+
+
+def per_channel(map_coordinates, image, rows, cols, **kwargs):
+  """map_coordinates (scipy's or jax's) on each channel of image [H, W, C]."""
+  return np.stack([np.asarray(map_coordinates(image[..., c], [rows, cols], **kwargs))
+                   for c in range(image.shape[-1])], -1)
+
+
+@pytest.mark.parametrize('fill_mode', resample.FILL_MODES)
+def test_sample_bilinear_matches_scipy(fill_mode):
+  """Per-axis fill semantics, seams included, for scipy's modes and the grid ones."""
+  rs = np.random.RandomState(0)
+  image = random_images(rs, 1, (7, 9, 2))
+  rows, cols = sample_points(rs, 7, 9)
+  got = np.asarray(resample.sample_bilinear(jnp.asarray(image), jnp.asarray(rows)[None],
+                                            jnp.asarray(cols)[None], fill_mode, CVAL))[0]
+  want = per_channel(scipy.ndimage.map_coordinates, image[0], rows.astype(np.float64),
+                     cols.astype(np.float64), order=1, mode=fill_mode, cval=CVAL)
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+
+
+# The Keras layers resample with jax.scipy.ndimage.map_coordinates; its mode names -> scipy's.
+JAX_MODES = {'nearest': 'nearest', 'reflect': 'reflect', 'constant': 'grid-constant',
+             'wrap': 'grid-wrap'}
+
+
+@pytest.mark.parametrize('order', [0, 1])
+@pytest.mark.parametrize('jax_mode', sorted(JAX_MODES))
+def test_sampling_matches_jax_map_coordinates(jax_mode, order):
+  rs = np.random.RandomState(1)
+  image = random_images(rs, 1, (7, 9, 2))
+  rows, cols = sample_points(rs, 7, 9)
+  sample = resample.sample_bilinear if order else resample.sample_nearest
+  got = np.asarray(sample(jnp.asarray(image), jnp.asarray(rows)[None], jnp.asarray(cols)[None],
+                          JAX_MODES[jax_mode], CVAL))[0]
+  want = per_channel(jax.scipy.ndimage.map_coordinates, image[0], rows, cols, order=order,
+                     mode=jax_mode, cval=CVAL)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
 
 
@@ -117,6 +149,61 @@ def test_integer_shifts_and_flips_are_exact(shape, fill_mode):
                                 keras_apply(images, params, fill_mode, CVAL))
 
 
+def photo_like_images(rs, n, shape):
+  """Images with what photos have and uniform noise lacks: flat regions (here 4x4 blocks), and
+  saturated 0 and 255 areas, where a truncating consumer sees interpolation's rounding."""
+  height, width, channels = shape
+  blocks = rs.randint(0, 256, (n, -(-height // 4), -(-width // 4), channels))
+  blocks[:, :2, :2] = 255
+  blocks[:, -1:, -2:] = 0
+  return blocks.repeat(4, 1).repeat(4, 2)[:, :height, :width].astype(np.float32)
+
+
+def within_one_grey_level(got, want):
+  return (np.abs(got - want) <= 1).mean()
+
+
+@pytest.mark.parametrize('fill_mode', augment.FILL_MODES)
+def test_brightness_and_channel_shift_match_keras(fill_mode):
+  """After any warp, Keras's PIL brightness truncates to whole grey levels: a float32 rounding
+  on the wrong side of an integer moves a pixel by one level (times the factor)."""
+  rs = np.random.RandomState(5)
+  n, shape = 64, (32, 32, 3)
+  images = np.concatenate([photo_like_images(rs, n // 2, shape), random_images(rs, n // 2, shape)])
+  params = random_params(rs, n)
+  params['theta'][: n // 2] = 0  # Half without rotation: pixels that stay on the grid.
+  params.update(brightness=rs.uniform(0.3, 1.7, n), channel_shift_intensity=rs.uniform(-60, 60, n))
+  want = keras_apply(images, params, fill_mode, CVAL)
+  got = ours(images, params, fill_mode)
+  assert want.min() >= 0 and want.max() <= 255 and (want == np.round(want)).all()
+  assert within_one_grey_level(got, want) >= 0.999
+  assert (got == want).mean() >= 0.99
+
+
+@pytest.mark.parametrize('cval', [CVAL, -100.0, 400.0])
+def test_brightness_alone_is_exact_including_keras_rescaling(cval):
+  """Without a warp nothing is interpolated, so the PIL round trip is reproduced exactly; a cval
+  outside 0..255 sends Keras through array_to_img(scale=True) and back."""
+  rs = np.random.RandomState(6)
+  n, shape = 32, (20, 28, 3)
+  images = np.concatenate([photo_like_images(rs, n // 2, shape), random_images(rs, n // 2, shape)])
+  brightness = rs.uniform(0.0, 2.0, n)
+  np.testing.assert_array_equal(ours(images, dict(brightness=brightness), 'constant', cval),
+                                keras_apply(images, dict(brightness=brightness), 'constant', cval))
+  # Integer shifts bring cval in exactly, so the stretch to 0..255 must match too.
+  params = dict(tx=rs.randint(-8, 9, n).astype(np.float32), brightness=brightness)
+  want = keras_apply(images, params, 'constant', cval)
+  np.testing.assert_allclose(ours(images, params, 'constant', cval), want, rtol=0, atol=1e-3)
+
+
+def test_brightness_through_the_config_truncates_like_pil():
+  fn = jax.jit(augment.make_augment_fn(dict(brightness_range=(1.0, 1.0))))
+  images = jnp.asarray([[[[10.7, 255.0, 0.2]]]], jnp.float32)
+  np.testing.assert_array_equal(fn(jax.random.PRNGKey(0), images), [[[[10.0, 255.0, 0.0]]]])
+  fn = jax.jit(augment.make_augment_fn(dict(brightness_range=(1.5, 1.5))))
+  np.testing.assert_array_equal(fn(jax.random.PRNGKey(0), images), [[[[15.0, 255.0, 0.0]]]])
+
+
 def test_keras_height_shift_moves_columns():
   """Keras's quirk (keras-team/keras#17398), kept: height_shift_range shifts horizontally."""
   image = np.zeros((20, 28, 1), np.float32)
@@ -145,7 +232,10 @@ DISTRIBUTIONS = [
     (dict(zoom_range=0.3), dict(zx=(0.7, 1.3), zy=(0.7, 1.3))),
     (dict(horizontal_flip=True), dict(flip_h=None)),
     (dict(vertical_flip=True), dict(flip_v=None)),
+    (dict(brightness_range=(0.6, 1.3)), dict(brightness=(0.6, 1.3))),
+    (dict(channel_shift_range=30.0), dict(channel_shift_intensity=(-30, 30))),
 ]
+OPTIONAL_PARAMS = ('brightness', 'channel_shift_intensity')  # Keras: None when off.
 
 
 @pytest.mark.parametrize('config,varying', DISTRIBUTIONS, ids=lambda x: str(x))
@@ -155,13 +245,16 @@ def test_sampled_params_match_keras_distribution(config, varying):
   np.random.seed(0)
   draws = [gen.get_random_transform(shape) for _ in range(4000)]
   keras = {k: np.array([d[KERAS_NAMES.get(k, k)] for d in draws], np.float64)
-           for k in augment.IDENTITY_PARAMS}
+           for k in (*augment.IDENTITY_PARAMS, *varying)}
   got = augment.sample_transform_params(jax.random.PRNGKey(0), 20000, *shape[:2], config)
   got = {k: np.asarray(v, np.float64) for k, v in got.items()}
 
   for k, identity in augment.IDENTITY_PARAMS.items():
     if k not in varying:
       assert (keras[k] == identity).all() and (got[k] == identity).all(), k
+  for k in OPTIONAL_PARAMS:
+    if k not in varying:
+      assert all(d[k] is None for d in draws) and k not in got, k
   for k, bounds in varying.items():
     if bounds is None:  # Discrete: same values, same frequencies.
       values, keras_counts = np.unique(keras[k], return_counts=True)
@@ -242,7 +335,15 @@ def test_everything_off_is_identity(fill_mode):
     ('horizontal_flip', 'yes'),
     ('vertical_flip', 1),
     ('cval', None),
-    ('brightness_range', (0.8, 1.2)),  # Not implemented, so not silently ignored.
+    ('width_shift_range', 'abc'),  # The field takes any type; the check does not.
+    ('height_shift_range', True),
+    ('channel_shift_range', -1.0),
+    ('brightness_range', (1.2, 0.8)),
+    ('brightness_range', 0.5),
+    ('brightness_range', (0.5, float('inf'))),
+    ('tta', 'mirror'),
+    ('layers', 'random_flip'),
+    ('layers', (dict(type='random_flop'),)),
 ])
 def test_bad_config_raises_naming_the_key(key, value):
   with pytest.raises(ValueError, match=key):
@@ -255,6 +356,46 @@ def test_good_configs_validate():
   assert augment.DEFAULTS == base.get_config().augment.to_dict()  # Same keys, same "off" values.
   augment.validate_augment_config(base.get_config().augment)
   for config in (ALL_ON, dict(zoom_range=0.2), dict(width_shift_range=[2, 4]),
-                 dict(height_shift_range=3)):
+                 dict(height_shift_range=3), dict(brightness_range=[0.8, 1.2]),
+                 dict(channel_shift_range=10.0)):
     augment.validate_augment_config(config)
     assert augment.make_augment_fn(config) is not None
+  assert augment.make_augment_fn(dict(tta='flip', layers=(dict(type='cutout'),))) is None
+
+
+def parse_flags(*overrides):
+  """The config launch.py would get from `--config=configs/base.py *overrides`."""
+  argv = ['prog', f'--config={REPO / "configs" / "base.py"}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', lock_config=True, flag_values=flag_values,
+                                  sys_argv=argv)  # The overrides are read from here.
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.mark.parametrize('override,value,draws', [
+    ('4', 4, {-3, -2, -1, 0, 1, 2, 3}),  # Keras int n: {0..n-1} times a sign, in pixels.
+    ('[2,5]', [2, 5], {-5, -2, 2, 5}),  # A list: its values times a sign.
+    ('[0.125,0.25]', [0.125, 0.25], {-8, -4, 4, 8}),  # Fractions of the size (32).
+    ('4.0', 4.0, None),  # A float: uniform in [-4, 4] pixels.
+])
+def test_shift_ranges_keep_their_keras_type_through_the_config(override, value, draws):
+  in_code = base.get_config()
+  in_code.augment.width_shift_range = value  # As an experiment config sets it.
+  for config in (parse_flags(f'--config.augment.width_shift_range={override}'), in_code):
+    assert config.augment.width_shift_range == value
+    assert type(config.augment.width_shift_range) is type(value)
+    ty = np.asarray(augment.sample_transform_params(jax.random.PRNGKey(0), 4000, 32, 32,
+                                                    config.augment)['ty'])
+    if draws is None:
+      assert len(set(ty.tolist())) > 3000 and -4 <= ty.min() < -3.9 and 3.9 < ty.max() <= 4
+    else:
+      assert set(ty.tolist()) == draws
+
+
+def test_brightness_range_and_layers_from_the_command_line():
+  config = parse_flags('--config.augment.brightness_range=(0.8,1.2)', '--config.augment.tta=flip')
+  assert config.augment.brightness_range == (0.8, 1.2) and config.augment.tta == 'flip'
+  augment.validate_augment_config(config.augment)
+  assert 'brightness' in augment.sample_transform_params(jax.random.PRNGKey(0), 2, 32, 32,
+                                                         config.augment)

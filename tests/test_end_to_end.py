@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from cifar_jax.train import outputs
 from cifar_jax.train import train_and_evaluate
 from configs import base
 from tests.conftest import REPO, SHARED_CIFAR10, tiny_config
@@ -46,6 +47,9 @@ def test_launch_trains_exp0_on_binary_files_and_writes_the_run_files(synthetic_d
   assert results['params'] == 263_402 and results['reported_test_accuracy'] == 60.58
   assert 0.0 <= results['test_accuracy'] <= 1.0
   assert json.loads((workdir / 'config.json').read_text())['name'] == 'exp0'
+  probabilities, labels, class_names = outputs.read_predictions(str(workdir))
+  assert probabilities.shape == (70, 10) and labels.shape == (70,) and len(class_names) == 10
+  assert abs(float((probabilities.argmax(1) == labels).mean()) - results['test_accuracy']) < 1e-6
   assert any(name.startswith('events.out.tfevents') for name in
              os.listdir(workdir / 'tensorboard'))
 

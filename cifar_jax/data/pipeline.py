@@ -90,23 +90,32 @@ def normalization_constants(normalization: str, train_images: np.ndarray):
 class InputPipeline:
   """uint8 batch -> (augmented when training) normalised float32 batch, inside jit.
 
-  Augmentation works on raw 0..255 pixels, before normalisation, as Keras's ImageDataGenerator
-  applies its random transform before `rescale`.
+  Augmentation has two stages (cifar_jax/data/augment.py), both in training only: `augment` works
+  on raw 0..255 pixels, before normalisation, as Keras's ImageDataGenerator applies its random
+  transform before `rescale`; `layers` (config.augment.layers) works on the normalised batch, as
+  preprocessing layers at the top of a Keras model see it after Rescaling(1/255).
   """
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  layers: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
   def __call__(self, rng, images, train: bool):
     x = images.astype(jnp.float32)
     if train and self.augment is not None:
       x = self.augment(rng, x)
-    return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    if train and self.layers is not None:
+      # A key of its own; `augment` keeps using `rng` itself, so its draws do not depend on
+      # whether there are layers.
+      x = self.layers(jax.random.fold_in(rng, 1), x)
+    return x
 
 
 def make_input_pipeline(config, train_images: np.ndarray) -> InputPipeline:
   mean, std = normalization_constants(config.data.normalization, train_images)
-  return InputPipeline(mean=mean, std=std, augment=augment_lib.make_augment_fn(config.augment))
+  return InputPipeline(mean=mean, std=std, augment=augment_lib.make_augment_fn(config.augment),
+                       layers=augment_lib.make_layers_fn(config.augment))
 
 
 @dataclasses.dataclass(frozen=True)

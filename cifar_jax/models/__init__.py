@@ -1,11 +1,16 @@
 """Models by name. A model is a flax.linen Module called as `model.apply(variables, images, train=...)`
 on float images [B, H, W, C] that returns logits; it knows nothing of data sources or training."""
 
+from cifar_jax.models import densenet121
 from cifar_jax.models import layer_stack
+from cifar_jax.models import vgg16
 
 # name -> builder(model_config) -> flax.linen.Module
 MODELS = {
     'layer_stack': layer_stack.build,
+    # keras.applications backbone + model.layers as the head (cifar_jax/models/backbone.py).
+    'vgg16': vgg16.build,
+    'densenet121': densenet121.build,
 }
 
 

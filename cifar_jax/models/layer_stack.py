@@ -24,6 +24,7 @@ LAYER_ARGS = {
     'batch_normalization': dict(momentum=0.99, epsilon=1e-3, center=True, scale=True),
     'activation': dict(activation=None, negative_slope=None),
     'leaky_re_lu': dict(negative_slope=0.3),
+    're_lu': dict(),  # keras.layers.ReLU() (arquitecturas puts it after BatchNormalization).
     'max_pooling2d': dict(pool_size=2, strides=None, padding='valid'),
     'average_pooling2d': dict(pool_size=2, strides=None, padding='valid'),
     'global_average_pooling2d': dict(),
@@ -88,8 +89,8 @@ def apply_activation(x, name, negative_slope=None):
     return nn.swish(x)
   if name == 'elu':
     return nn.elu(x)
-  if name == 'gelu':  # Keras's gelu defaults to the tanh approximation.
-    return nn.gelu(x, approximate=True)
+  if name == 'gelu':  # activation='gelu' is keras.activations.gelu: the exact erf form.
+    return nn.gelu(x, approximate=False)
   if name == 'tanh':
     return jnp.tanh(x)
   if name == 'sigmoid':
@@ -157,6 +158,8 @@ class LayerStack(nn.Module):
         x = apply_activation(x, activation, layer['negative_slope'])
       elif kind == 'leaky_re_lu':
         x = nn.leaky_relu(x, layer['negative_slope'])
+      elif kind == 're_lu':
+        x = nn.relu(x)
       elif kind in ('max_pooling2d', 'average_pooling2d'):
         window = _pair(layer['pool_size'])
         strides = _pair(layer['strides'] if layer['strides'] is not None else layer['pool_size'])

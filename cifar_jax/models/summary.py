@@ -1,7 +1,8 @@
 """Keras-style `model.summary()`: layer, output shape, parameter count, and the three totals.
 
 Shapes come from `jax.eval_shape`, so summarising a 36M-parameter model allocates nothing.
-As in Keras, BatchNorm moving mean/variance ('batch_stats') are non-trainable parameters.
+As in Keras, BatchNorm moving mean/variance ('batch_stats') are non-trainable parameters, and
+so are the weights of frozen layers (a model's `trainable_mask(params)`, where it has one).
 """
 
 import dataclasses
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 
 KERAS_CLASS_NAMES = {
     'conv2d': 'Conv2D', 'dense': 'Dense', 'batch_normalization': 'BatchNormalization',
-    'activation': 'Activation', 'leaky_re_lu': 'LeakyReLU', 'max_pooling2d': 'MaxPooling2D',
+    'activation': 'Activation', 'leaky_re_lu': 'LeakyReLU', 're_lu': 'ReLU',
+    'max_pooling2d': 'MaxPooling2D',
     'average_pooling2d': 'AveragePooling2D', 'global_average_pooling2d': 'GlobalAveragePooling2D',
     'dropout': 'Dropout', 'flatten': 'Flatten',
 }
@@ -53,13 +55,26 @@ def summarize(model, input_shape) -> Summary:
   variables = jax.eval_shape(lambda r, v: model.init(r, v, train=False, mutable=True), rngs, x)
   params = variables.get('params', {})
   batch_stats = variables.get('batch_stats', {})
-  rows = []
-  for key, outputs in sorted(variables.get('intermediates', {}).items()):
-    name = key.split('_', 1)[1]  # Keys are '<layer index>_<name>'.
+  rows = tuple(_rows(variables.get('intermediates', {}), params, batch_stats))
+  mask_fn = getattr(model, 'trainable_mask', None)  # Frozen layers (transfer learning).
+  mask = mask_fn(params) if mask_fn else jax.tree.map(lambda _: True, params)
+  trainable = sum(math.prod(p.shape) for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask))
+                  if m)
+  return Summary(rows, trainable=trainable,
+                 non_trainable=_count(params) - trainable + _count(batch_stats))
+
+
+def _rows(intermediates, params, batch_stats):
+  """Keys are '<layer index>_<name>' or '<layer index>_<name>:<Keras class>'; a nested dict is a
+  submodule's layers (a backbone, then a head: keys sort in model order)."""
+  for key, outputs in sorted(intermediates.items()):
+    if isinstance(outputs, dict):
+      yield from _rows(outputs, params.get(key, {}), batch_stats.get(key, {}))
+      continue
+    name, _, class_name = key.split('_', 1)[1].partition(':')
     shape = ('None', *outputs[0].shape[1:])
-    rows.append(LayerRow(name, _class_name(name), shape,
-                         _count(params.get(name, {})) + _count(batch_stats.get(name, {}))))
-  return Summary(tuple(rows), trainable=_count(params), non_trainable=_count(batch_stats))
+    yield LayerRow(name, class_name or _class_name(name), shape,
+                   _count(params.get(name, {})) + _count(batch_stats.get(name, {})))
 
 
 def _size(n: int) -> str:

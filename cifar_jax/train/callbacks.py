@@ -213,6 +213,30 @@ class ReduceLROnPlateau(_MonitorCallback):
     _load_state(self, state)
 
 
+class ModelCheckpointMonitor(_MonitorCallback):
+  """The best-model decision of keras.callbacks.ModelCheckpoint(monitor, save_best_only=True,
+  mode): an epoch is saved as best when it improves (float32, no min_delta) on the best so far."""
+
+  def __init__(self, monitor: str = 'val_loss', mode: str = 'auto'):
+    super().__init__(monitor, mode, 0.0)
+    self.best = None
+
+  def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> bool:
+    """Returns whether this epoch's weights are the new best."""
+    del epoch
+    current = self._monitor_value(logs)
+    if self._is_improvement(current, self.best):
+      self.best = current
+      return True
+    return False
+
+  def state_dict(self) -> dict[str, Any]:
+    return {'best': self.best}
+
+  def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    _load_state(self, state)
+
+
 def early_stopping_on_epoch_end(callbacks: Sequence[EarlyStopping], epoch: int,
                                 logs: Mapping[str, float]) -> bool:
   """Updates every callback and returns whether training stops (the first that fires stops it).

@@ -1,13 +1,16 @@
 """`train_and_evaluate(config, workdir)`: the epoch loop, like Keras's `model.fit` + `evaluate`.
 
-The steps run on the device; everything that decides *when* (callbacks, logging, stopping) runs
-here on the host between epochs.
+The steps run on the device; everything that decides *when* (callbacks, logging, checkpoints,
+stopping) runs here on the host between steps or epochs. A run checkpoints itself and, started
+again with the same workdir, resumes exactly where its last checkpoint left it.
 """
 
 import dataclasses
+import json
 import logging
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +20,8 @@ from cifar_jax.data import pipeline
 from cifar_jax.models import create_model
 from cifar_jax.models.summary import summarize
 from cifar_jax.train import callbacks as callbacks_lib
+from cifar_jax.train import checkpointing
+from cifar_jax.train import interrupts
 from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
 from cifar_jax.train import progress
@@ -51,166 +56,347 @@ class EpochPlan:
                num_examples - (steps_needed - 1) * batch_size)
 
 
+@dataclasses.dataclass
+class RunState:
+  """The host side of a run, saved as JSON in every checkpoint."""
+  epoch: int = 0  # Epochs completed.
+  history: list = dataclasses.field(default_factory=list)
+  stopped_by: str | None = None
+  train_seconds: float = 0.0
+  callbacks: dict = dataclasses.field(default_factory=dict)
+  snapshot_names: list = dataclasses.field(default_factory=list)
+  # Metric sums of an unfinished epoch, for a checkpoint taken mid-epoch.
+  partial_sums: dict | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class EpochResult:
+  state: Any
+  sums: Any  # Metric sums over the steps run (device arrays), None if no step ran.
+  step_losses: list  # Per-step loss sums (device), to locate a divergence.
+  complete: bool
+
+
+def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, *, max_steps=0,
+              sums=None, stop_request=None, on_step=None) -> EpochResult:
+  """Train steps on device-resident data until the epoch ends (or max_steps / a stop request).
+
+  Nothing here waits for the device: steps are dispatched asynchronously and the metric sums
+  stay on the device until the caller reads them. `sums` continues an interrupted epoch.
+  """
+  images, labels = train_data
+  order = steps.epoch_order(state, plan.num_examples, plan.steps_per_epoch)
+  step = int(state.step)  # Read once: reading it per step would wait for the device each time.
+  step_losses = []
+  for i in range(step % plan.steps_per_epoch, plan.steps_per_epoch):
+    if (max_steps and step >= max_steps) or (stop_request and stop_request.requested):
+      bar.close()
+      return EpochResult(state, sums, step_losses, complete=False)
+    size = plan.last_batch_size if i == plan.steps_per_epoch - 1 else plan.batch_size
+    state, batch_sums = steps.train_step_on_device(
+        state, images, labels, order, batch_size=size, full_batch_size=plan.batch_size,
+        steps_per_epoch=plan.steps_per_epoch)
+    sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
+    step_losses.append(batch_sums['loss'])
+    step += 1
+    bar.update(i + 1)
+    if on_step is not None and i + 1 < plan.steps_per_epoch:
+      on_step(state, sums, step)
+  bar.close()
+  return EpochResult(state, sums, step_losses, complete=True)
+
+
 def _means(sums) -> dict[str, float]:
   sums = jax.device_get(sums)
   count = float(sums['count'])
   return {'loss': float(sums['loss']) / count, 'accuracy': float(sums['correct']) / count}
 
 
-def _add(a, b):
-  return jax.tree.map(jnp.add, a, b)
-
-
-def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, max_steps: int = 0):
-  """One epoch of train steps on device-resident data; returns (state, metric sums).
-
-  Nothing here waits for the device: steps are dispatched asynchronously and the metric sums
-  stay on the device until the caller reads them.
-  """
-  images, labels = train_data
-  order = steps.epoch_order(state, plan.num_examples, plan.steps_per_epoch)
-  totals = None
-  step = int(state.step)  # Read once: reading it per step would wait for the device each time.
-  first = step % plan.steps_per_epoch  # Non-zero only when resuming mid-epoch.
-  for i in range(first, plan.steps_per_epoch):
-    if max_steps and step >= max_steps:
-      break
-    step += 1
-    size = plan.last_batch_size if i == plan.steps_per_epoch - 1 else plan.batch_size
-    state, sums = steps.train_step_on_device(
-        state, images, labels, order, batch_size=size, full_batch_size=plan.batch_size,
-        steps_per_epoch=plan.steps_per_epoch)
-    totals = sums if totals is None else _add(totals, sums)
-    bar.update(i + 1)
-  bar.close()
-  return state, totals
-
-
 def evaluate_split(state, batches: pipeline.EvalBatches) -> dict[str, float]:
   return _means(steps.evaluate(state, batches.images, batches.labels, batches.mask))
 
 
-def _check_finite(logs, epoch):
-  bad = {k: v for k, v in logs.items() if isinstance(v, float) and not np.isfinite(v)}
-  if bad:
+def _first_bad_step(step_losses, first_step: int) -> int:
+  losses = np.asarray(jax.device_get(step_losses))
+  bad = np.flatnonzero(~np.isfinite(losses))
+  return first_step + int(bad[0]) + 1 if bad.size else first_step + len(losses)
+
+
+class Run:
+  """One training run: setup, resume, the epoch loop, and the final evaluation."""
+
+  def __init__(self, config, workdir: str):
+    check_config(config)
+    self.config = config
+    self.workdir = workdir
+    self.is_writer = jax.process_index() == 0
+    self.splits = pipeline.make_splits(config.data)
+    log.info('data: %s; train %d, validation %d, test %d', self.splits.source,
+             len(self.splits.train), len(self.splits.validation or ()), len(self.splits.test))
+    model = create_model(config.model)
+    self.summary = summarize(model, config.model.input_shape)
+    self.plan = EpochPlan.create(len(self.splits.train), config.train.batch_size,
+                                 config.train.steps_per_epoch)
+    tx = optimizers.make_optimizer(config.optim, self.plan.steps_per_epoch,
+                                   self.plan.steps_per_epoch * config.train.epochs)
+    self.state = create_train_state(
+        config, model, tx, pipeline.make_input_pipeline(config, self.splits.train.images))
+    self.early_stoppers, self.plateau = callbacks_lib.make_callbacks(config.callbacks)
+    self.stopper_names = list(config.callbacks.early_stopping.keys())
+    self.best_monitor = callbacks_lib.ModelCheckpointMonitor(config.checkpoint.monitor,
+                                                             config.checkpoint.mode)
+    self.checkpointer = (checkpointing.Checkpointer(workdir) if config.checkpoint.enabled
+                         else None)
+    self.run = RunState()
+    self.snapshots = {}  # EarlyStopping name -> (params, batch_stats) of its best epoch.
+
+  # --- Resume ---------------------------------------------------------------------------------
+
+  def resume(self) -> bool:
+    """Restores the newest readable checkpoint of this workdir, if any; True if it did."""
+    if self.checkpointer is None or not self.checkpointer.has_checkpoint():
+      return False
+    config_path = os.path.join(self.workdir, 'config.json')
+    if os.path.exists(config_path):
+      with open(config_path) as f:
+        checkpointing.check_same_config(json.load(f), self.config.to_dict(), self.workdir)
+    restored = self.checkpointer.restore_latest(
+        self.state, (self.state.params, self.state.batch_stats))
+    if restored is None:
+      return False
+    self.state, host, snapshots = restored
+    self.run = RunState(**host)
+    self.snapshots = {name: tuple(value) for name, value in snapshots.items()}
+    self._load_callback_states(self.run.callbacks)
+    log.info('resumed %s from step %d (epoch %d)', self.workdir, int(self.state.step),
+             self.run.epoch)
+    return True
+
+  def _callback_states(self) -> dict:
+    return {'early_stopping': {n: cb.state_dict() for n, cb in
+                               zip(self.stopper_names, self.early_stoppers)},
+            'reduce_lr_on_plateau': self.plateau.state_dict() if self.plateau else None,
+            'model_checkpoint': self.best_monitor.state_dict()}
+
+  def _load_callback_states(self, states: dict) -> None:
+    for name, callback in zip(self.stopper_names, self.early_stoppers):
+      callback.load_state_dict(states['early_stopping'][name])
+    if self.plateau:
+      self.plateau.load_state_dict(states['reduce_lr_on_plateau'])
+    self.best_monitor.load_state_dict(states['model_checkpoint'])
+
+  def _save_latest(self, partial_sums=None) -> None:
+    if self.checkpointer is None:
+      return
+    self.run.callbacks = self._callback_states()
+    self.run.snapshot_names = sorted(self.snapshots)
+    self.run.partial_sums = (None if partial_sums is None else
+                             {k: float(v) for k, v in jax.device_get(partial_sums).items()})
+    self.checkpointer.save_latest(int(self.state.step), self.state, self.run.to_json(),
+                                  self.snapshots)
+
+  # --- Training -------------------------------------------------------------------------------
+
+  @property
+  def done(self) -> bool:
+    return self.run.stopped_by is not None or self.run.epoch >= self.config.train.epochs
+
+  def fit(self, stop_request=None) -> None:
+    config = self.config
+    train_data = pipeline.to_device(self.splits.train)
+    val_batches = (pipeline.make_eval_batches(self.splits.validation,
+                                              config.train.eval_batch_size)
+                   if self.splits.validation else None)
+    writer = outputs.ScalarWriter(os.path.join(self.workdir, 'tensorboard'),
+                                  enabled=self.is_writer)
+    every = config.checkpoint.every_steps
+
+    def periodic_save(state, sums, step):
+      if every and step % every == 0:
+        self.state = state
+        self._save_latest(partial_sums=sums)
+
+    try:
+      while not self.done:
+        epoch = self.run.epoch
+        start = time.perf_counter()
+        first_step = int(self.state.step)
+        partial = self.run.partial_sums
+        sums = None if partial is None else {k: jnp.float32(v) for k, v in partial.items()}
+        bar = progress.ProgressBar(self.plan.steps_per_epoch, enabled=config.log.verbosity == 1)
+        result = run_epoch(self.state, train_data, self.plan, bar,
+                           max_steps=config.train.max_steps, sums=sums,
+                           stop_request=stop_request,
+                           on_step=periodic_save if self.checkpointer else None)
+        self.state = result.state
+        if not result.complete:
+          self.run.train_seconds += time.perf_counter() - start
+          if stop_request is not None and stop_request.requested:
+            self._save_latest(partial_sums=result.sums)
+            raise interrupts.Interrupted(
+                f'{stop_request.signal_name}: stopped at step {int(self.state.step)} (epoch '
+                f'{epoch + 1}/{config.train.epochs}); checkpoint saved in {self.workdir}. '
+                'Run the same command again to resume.')
+          break  # max_steps reached.
+        self.run.partial_sums = None
+        logs = _means(result.sums)
+        # What Keras logs as learning_rate: optimizer.learning_rate at the end of the epoch.
+        epoch_lr = optimizers.learning_rate(self.state.opt_state)
+        if val_batches is not None:
+          logs.update({f'val_{k}': v for k, v in evaluate_split(self.state, val_batches).items()})
+        logs['learning_rate'] = epoch_lr
+        if not all(np.isfinite(v) for v in logs.values()):
+          self._diverged(logs, epoch, result.step_losses, first_step)
+        seconds = time.perf_counter() - start
+        self.run.train_seconds += seconds
+        self.run.history.append({'epoch': epoch + 1, **logs, 'time': round(seconds, 3)})
+        self.run.epoch = epoch + 1
+        self._end_of_epoch_callbacks(epoch, logs, epoch_lr)
+        if self.is_writer:
+          outputs.write_history(self.workdir, self.run.history)
+          writer.write_scalars(epoch + 1, logs)
+        if config.log.verbosity:
+          print(progress.format_epoch_line(epoch + 1, config.train.epochs, logs, seconds),
+                flush=True)
+          if self.run.stopped_by:
+            print(f'Epoch {epoch + 1}: early stopping ({self.run.stopped_by})', flush=True)
+        self._save_latest()
+    finally:
+      writer.close()
+
+  def _end_of_epoch_callbacks(self, epoch: int, logs: dict, epoch_lr: float) -> None:
+    """Keras's on_epoch_end, in the reports' callback order: checkpoint, plateau, stoppers."""
+    if self.checkpointer and self.best_monitor.monitor in logs:
+      if self.best_monitor.on_epoch_end(epoch, logs):
+        self.checkpointer.save_best(int(self.state.step), self.state)
+    if self.plateau is not None:
+      new_lr = self.plateau.on_epoch_end(epoch, logs, epoch_lr)
+      if new_lr != epoch_lr:
+        self.state = self.state.replace(opt_state=optimizers.set_learning_rate(
+            self.state.opt_state, new_lr, self.config.optim, int(self.state.step)))
+        log.info('epoch %d: ReduceLROnPlateau reducing learning rate to %g', epoch + 1, new_lr)
+    for name, stopper in zip(self.stopper_names, self.early_stoppers):
+      stopper.on_epoch_end(epoch, logs)
+      if stopper.snapshot_weights:  # Keras's best_weights = model.get_weights().
+        self.snapshots[name] = jax.tree.map(jnp.copy, (self.state.params,
+                                                       self.state.batch_stats))
+      if stopper.stop_training and self.run.stopped_by is None:
+        self.run.stopped_by = name
+
+  def _diverged(self, logs, epoch, step_losses, first_step):
+    bad_step = _first_bad_step(step_losses, first_step)
+    kept = (f'the last good checkpoint (step {self.checkpointer.latest.latest_step()}) is kept '
+            f'in {self.checkpointer.directory}' if self.checkpointer and
+            self.checkpointer.has_checkpoint() else 'no checkpoint was written yet')
     raise FloatingPointError(
-        f'non-finite metrics at epoch {epoch}: {bad}. Training diverged; lower '
-        f'optim.learning_rate, or check the data normalisation (data.normalization).')
+        f'training diverged: non-finite metrics at epoch {epoch + 1} '
+        f'({ {k: v for k, v in logs.items() if not np.isfinite(v)} }), first non-finite loss at '
+        f'step {bad_step}; {kept}. Lower optim.learning_rate or check data.normalization.')
+
+  # --- Final evaluation -----------------------------------------------------------------------
+
+  def restore_best_weights(self) -> None:
+    """Keras restores best weights in on_train_end, whether or not that callback stopped the
+    run; with several, the last one restoring wins."""
+    index = callbacks_lib.best_weights_index(self.early_stoppers)
+    if index is None:
+      return
+    name = self.stopper_names[index]
+    params, batch_stats = self.snapshots[name]
+    self.state = self.state.replace(params=params, batch_stats=batch_stats)
+    log.info('restoring the weights of the best epoch (%d) of early_stopping.%s',
+             self.early_stoppers[index].best_epoch + 1, name)
+
+  def evaluate_test(self) -> dict:
+    test_batches = pipeline.make_eval_batches(self.splits.test, self.config.train.eval_batch_size)
+    test = evaluate_split(self.state, test_batches)
+    results = self._results(test)
+    if self.is_writer:  # Predictions are what reports need for confusion matrices and grids.
+      probabilities = steps.predict_batches(self.state, test_batches.images)
+      outputs.write_predictions(
+          self.workdir, np.asarray(probabilities).reshape(-1, probabilities.shape[-1]),
+          self.splits.test.labels, self.splits.class_names)
+      outputs.write_json(os.path.join(self.workdir, 'results.json'), results)
+    if self.config.log.verbosity:
+      print(f"> {100 * test['accuracy']:.3f}  (test accuracy, {len(self.splits.test)} images)",
+            flush=True)
+    return results
+
+  def _results(self, test) -> dict:
+    history = self.run.history
+    monitor = 'val_accuracy' if history and 'val_accuracy' in history[0] else 'accuracy'
+    best = max(history, key=lambda r: r[monitor]) if history else None
+    return {
+        'config': self.config.name,
+        'test_accuracy': test['accuracy'],
+        'test_loss': test['loss'],
+        'epochs_run': len(history),
+        'steps_run': int(self.state.step),
+        'best_epoch': best['epoch'] if best else None,
+        f'best_{monitor}': best[monitor] if best else None,
+        'stopped_by': self.run.stopped_by,
+        'train_seconds': round(self.run.train_seconds, 3),
+        'params': self.summary.total,
+        'trainable_params': self.summary.trainable,
+        'non_trainable_params': self.summary.non_trainable,
+        'reported_test_accuracy': self.config.reported_test_accuracy,
+        'data_source': self.splits.source,
+        'num_train': len(self.splits.train),
+        'num_validation': len(self.splits.validation or ()),
+        'num_test': len(self.splits.test),
+        'device': f'{jax.devices()[0].platform} x{jax.device_count()}',
+        'jax_version': jax.__version__,
+    }
+
+  def close(self) -> None:
+    if self.checkpointer is not None:
+      self.checkpointer.close()
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` and evaluates on the test split; writes the run files into `workdir`."""
-  check_config(config)
-  is_writer = jax.process_index() == 0
+  """Trains `config` (resuming from `workdir` if it holds a checkpoint of the same config) and
+  evaluates on the test split; writes the run files into `workdir` and returns results.json."""
   os.makedirs(workdir, exist_ok=True)
-  if is_writer:
-    outputs.atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
-
-  splits = pipeline.make_splits(config.data)
-  log.info('data: %s; train %d, validation %d, test %d', splits.source, len(splits.train),
-           len(splits.validation) if splits.validation else 0, len(splits.test))
-  input_pipeline = pipeline.make_input_pipeline(config, splits.train.images)
-  model = create_model(config.model)
-  summary = summarize(model, config.model.input_shape)
-  plan = EpochPlan.create(len(splits.train), config.train.batch_size, config.train.steps_per_epoch)
-  total_steps = plan.steps_per_epoch * config.train.epochs
-  tx = optimizers.make_optimizer(config.optim, plan.steps_per_epoch, total_steps)
-  state = create_train_state(config, model, tx, input_pipeline)
-  early_stoppers, plateau = callbacks_lib.make_callbacks(config.callbacks)
-
-  train_data = pipeline.to_device(splits.train)
-  val_batches = (pipeline.make_eval_batches(splits.validation, config.train.eval_batch_size)
-                 if splits.validation else None)
-  test_batches = pipeline.make_eval_batches(splits.test, config.train.eval_batch_size)
-
-  writer = outputs.ScalarWriter(os.path.join(workdir, 'tensorboard'), enabled=is_writer)
-  verbosity = config.log.verbosity
-  history, snapshots, stopped_by = [], {}, None
-  train_seconds = 0.0
-  for epoch in range(config.train.epochs):
-    start = time.perf_counter()
-    bar = progress.ProgressBar(plan.steps_per_epoch, enabled=verbosity == 1)
-    state, train_sums = run_epoch(state, train_data, plan, bar, config.train.max_steps)
-    if train_sums is None:  # max_steps reached at an epoch boundary.
-      break
-    logs = _means(train_sums)
-    # What Keras logs as learning_rate: optimizer.learning_rate at the end of the epoch.
-    epoch_lr = optimizers.learning_rate(state.opt_state)
-    if val_batches is not None:
-      logs.update({f'val_{k}': v for k, v in evaluate_split(state, val_batches).items()})
-    logs['learning_rate'] = epoch_lr
-    seconds = time.perf_counter() - start
-    train_seconds += seconds
-    _check_finite(logs, epoch + 1)
-    history.append({'epoch': epoch + 1, **logs, 'time': round(seconds, 3)})
-    if is_writer:
-      outputs.write_history(workdir, history)
-      writer.write_scalars(epoch + 1, logs)
-    if verbosity:
-      print(progress.format_epoch_line(epoch + 1, config.train.epochs, logs, seconds), flush=True)
-
-    # Callbacks, in Keras's order of the reports' lists: plateau LR, then the early stoppers.
-    if plateau is not None:
-      new_lr = plateau.on_epoch_end(epoch, logs, epoch_lr)
-      if new_lr != epoch_lr:
-        state = state.replace(opt_state=optimizers.set_learning_rate(
-            state.opt_state, new_lr, config.optim, int(state.step)))
-        log.info('epoch %d: ReduceLROnPlateau reducing learning rate to %g', epoch + 1, new_lr)
-    for name, stopper in zip(config.callbacks.early_stopping.keys(), early_stoppers):
-      stopper.on_epoch_end(epoch, logs)
-      if stopper.snapshot_weights:  # Keras's best_weights = model.get_weights().
-        snapshots[name] = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
-      if stopper.stop_training and stopped_by is None:
-        stopped_by = name
-    if stopped_by is not None:
-      if verbosity:
-        print(f'Epoch {epoch + 1}: early stopping ({stopped_by})', flush=True)
-      break
-    if config.train.max_steps and int(state.step) >= config.train.max_steps:
-      break
-
-  # Keras restores best weights in on_train_end, whether or not that callback stopped the run;
-  # with several, the last one restoring wins.
-  restore = callbacks_lib.best_weights_index(early_stoppers)
-  if restore is not None:
-    name = list(config.callbacks.early_stopping.keys())[restore]
-    params, batch_stats = snapshots[name]
-    state = state.replace(params=params, batch_stats=batch_stats)
-    log.info('restoring the weights of the best epoch (%d) of early_stopping.%s',
-             early_stoppers[restore].best_epoch + 1, name)
-
-  test = evaluate_split(state, test_batches)
-  results = _results(config, history, test, summary, stopped_by, train_seconds, splits, state)
-  if is_writer:
-    outputs.write_json(os.path.join(workdir, 'results.json'), results)
-    writer.write_scalars(len(history), {f'test_{k}': v for k, v in test.items()})
-    writer.close()
-  if verbosity:
-    print(f"> {100 * test['accuracy']:.3f}  (test accuracy, {len(splits.test)} images)", flush=True)
-  return results
+  run = Run(config, workdir)
+  try:
+    run.resume()
+    if run.is_writer:
+      outputs.atomic_write(os.path.join(workdir, 'config.json'),
+                           config.to_json_best_effort(indent=2))
+    with interrupts.stop_on_signals() as stop_request:
+      run.fit(stop_request)
+    run.restore_best_weights()
+    return run.evaluate_test()
+  finally:
+    run.close()
 
 
-def _results(config, history, test, summary, stopped_by, train_seconds, splits, state) -> dict:
-  monitor = 'val_accuracy' if history and 'val_accuracy' in history[0] else 'accuracy'
-  best = max(history, key=lambda r: r[monitor]) if history else None
-  return {
-      'config': config.name,
-      'test_accuracy': test['accuracy'],
-      'test_loss': test['loss'],
-      'epochs_run': len(history),
-      'steps_run': int(state.step),
-      'best_epoch': best['epoch'] if best else None,
-      f'best_{monitor}': best[monitor] if best else None,
-      'stopped_by': stopped_by,
-      'train_seconds': round(train_seconds, 3),
-      'params': summary.total,
-      'trainable_params': summary.trainable,
-      'non_trainable_params': summary.non_trainable,
-      'reported_test_accuracy': config.reported_test_accuracy,
-      'data_source': splits.source,
-      'num_train': len(splits.train),
-      'num_validation': len(splits.validation) if splits.validation else 0,
-      'num_test': len(splits.test),
-      'device': f'{jax.devices()[0].platform} x{jax.device_count()}',
-      'jax_version': jax.__version__,
-  }
+def evaluate_checkpoint(config, workdir: str, which: str = 'best') -> dict:
+  """Loads the 'best' or 'latest' checkpoint of `workdir` and evaluates validation and test."""
+  if which not in ('best', 'latest'):
+    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+  run = Run(config, workdir)
+  try:
+    if run.checkpointer is None or not run.checkpointer.has_checkpoint():
+      raise checkpointing.CheckpointError(f'no checkpoint in {workdir}: train it first.')
+    if which == 'best':
+      run.state = run.checkpointer.restore_best(run.state)
+    else:
+      run.resume()
+    metrics = {'checkpoint': which, 'step': int(run.state.step)}
+    if run.splits.validation:
+      val = evaluate_split(run.state, pipeline.make_eval_batches(
+          run.splits.validation, config.train.eval_batch_size))
+      metrics.update({f'val_{k}': v for k, v in val.items()})
+    test = evaluate_split(run.state, pipeline.make_eval_batches(
+        run.splits.test, config.train.eval_batch_size))
+    metrics.update({f'test_{k}': v for k, v in test.items()})
+    if run.is_writer:
+      outputs.write_json(os.path.join(workdir, f'evaluation_{which}.json'), metrics)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+  finally:
+    run.close()

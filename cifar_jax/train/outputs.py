@@ -4,6 +4,7 @@
   history.csv/json one row per epoch: epoch (1-based), loss, accuracy, val_loss, val_accuracy,
                    learning_rate (the LR the epoch trained with), time (seconds)
   results.json     test metrics and a run summary
+  predictions.npz  test-set class probabilities (float32 [N, classes]), labels, class names
   tensorboard/     event files (scalars per epoch)
 
 Every file is written to a temporary name and renamed, so a killed run never leaves a torn file.
@@ -16,17 +17,27 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 HISTORY_COLUMNS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate',
                    'time')
 
 
+class WorkdirError(OSError):
+  """A run file could not be written; the previous version of the file is intact."""
+
+
 def atomic_write(path: str, text: str) -> None:
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    raise WorkdirError(f'could not write {path}: {e}. Its previous version is intact; free disk '
+                       'space (or fix permissions) and rerun the same command to resume.') from e
 
 
 def _json_ready(value):
@@ -54,6 +65,19 @@ def write_history(workdir: str, rows: Sequence[Mapping[str, Any]]) -> None:
 def read_history(workdir: str) -> list[dict[str, Any]]:
   with open(os.path.join(workdir, 'history.json')) as f:
     return json.load(f)
+
+
+def write_predictions(workdir: str, probabilities, labels, class_names) -> None:
+  path = os.path.join(workdir, 'predictions.npz')
+  with open(f'{path}.tmp', 'wb') as f:
+    np.savez(f, probabilities=probabilities[:len(labels)].astype(np.float32),
+             labels=np.asarray(labels, np.int32), class_names=np.asarray(class_names))
+  os.replace(f'{path}.tmp', path)
+
+
+def read_predictions(workdir: str):
+  with np.load(os.path.join(workdir, 'predictions.npz')) as data:
+    return data['probabilities'], data['labels'], tuple(data['class_names'].tolist())
 
 
 class ScalarWriter:

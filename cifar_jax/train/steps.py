@@ -114,3 +114,9 @@ def evaluate(state: TrainState, images, labels, mask) -> dict:
   zeros = {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
   totals, _ = jax.lax.scan(body, zeros, (images, labels, mask))
   return totals
+
+
+@jax.jit
+def predict_batches(state: TrainState, images) -> jax.Array:
+  """Class probabilities for [num_batches, batch, ...] images, one batch at a time."""
+  return jax.lax.map(lambda batch: predict_step(state, batch), images)

@@ -1,0 +1,69 @@
+"""python -m cifar_jax.report WORKDIR [WORKDIR ...] [--out DIR] [--table] [--data-dir DIR]
+
+Per run: learning curves, confusion matrix, per-class table, test-image grid and an HTML page,
+in WORKDIR/report (or in --out: directly for one run, in --out/<run> for several). For several
+runs, or with --table: the comparison (a row per run), the results table (a row per config,
+seeds pooled) and results.html, in --out (default ./report). --table skips the per-run reports.
+"""
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from cifar_jax.report import run_files
+from cifar_jax.report import writer
+
+DEFAULT_COMPARISON_DIR = 'report'
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m cifar_jax.report', description=__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdirs', nargs='+', metavar='WORKDIR', help='finished run folders')
+  parser.add_argument('--out', default='', help='where to write (see above)')
+  parser.add_argument('--table', action='store_true',
+                      help='only the comparison and results tables (fast, for many runs)')
+  parser.add_argument('--data-dir', default='',
+                      help="CIFAR-10 for the test-image grid, instead of the run's data.dir")
+  parser.add_argument('--samples', type=int, default=writer.DEFAULT_NUM_SAMPLES,
+                      help='test images in the grid (default %(default)s)')
+  return parser.parse_args(argv)
+
+
+def run_labels(workdirs: Sequence[str]) -> list[str]:
+  """Folder names, or paths below the common folder where two runs share a folder name."""
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  if len(set(names)) == len(names):
+    return names
+  common = os.path.commonpath([os.path.abspath(w) for w in workdirs])
+  return [os.path.relpath(os.path.abspath(w), common).replace(os.sep, '_') for w in workdirs]
+
+
+def main(argv: Sequence[str]) -> int:
+  args = parse_args(argv)
+  try:  # Every run is read before anything is written, so a bad folder costs nothing.
+    runs = [run_files.load_run(w, label)
+            for w, label in zip(args.workdirs, run_labels(args.workdirs))]
+    written = []
+    if not args.table:
+      for run in runs:
+        out = (os.path.join(run.workdir, 'report') if not args.out else
+               args.out if len(runs) == 1 else os.path.join(args.out, run.label))
+        written.append(writer.write_run_report(run, out, args.data_dir, args.samples))
+    if args.table or len(runs) > 1:
+      written.append(writer.write_comparison(runs, args.out or DEFAULT_COMPARISON_DIR))
+  except run_files.RunFilesError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  for result in written:
+    for path in result.files:
+      print(path)
+    for note in result.notes:
+      print(f'note: {note}', file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""arquitecturas report: its seven CNN experiments as configs; common.py holds what they share."""

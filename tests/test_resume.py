@@ -1,0 +1,212 @@
+"""Checkpoints, exact resume and failure handling: a killed run loses nothing."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from cifar_jax.train import checkpointing
+from cifar_jax.train import evaluate_checkpoint, train_and_evaluate
+from cifar_jax.train import outputs
+from cifar_jax.train import steps
+from tests.conftest import REPO, tiny_config
+
+# 240 training examples in batches of 32: 8 steps per epoch; a checkpoint every 3 steps too.
+RUN_ARGS = ('--config=tests/tiny_config.py', '--config.train.epochs=3',
+            '--config.checkpoint.every_steps=3')
+
+
+def launch(workdir, data_dir, *extra):
+  return subprocess.Popen(
+      [sys.executable, 'launch.py', *RUN_ARGS, f'--config.data.dir={data_dir}',
+       f'--workdir={workdir}', *extra], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def finish(process):
+  out, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  return out
+
+
+def checkpoint_steps(workdir):
+  folder = os.path.join(workdir, 'checkpoints', 'latest')
+  return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+
+
+def final_params(workdir):
+  step = checkpoint_steps(workdir)[-1]
+  return ocp.PyTreeCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', 'latest', str(step), 'state'))
+
+
+def run_record(workdir):
+  """Everything a finished run computed, minus wall-clock times."""
+  history = outputs.read_history(workdir)
+  for row in history:
+    row.pop('time')
+  results = json.loads(open(os.path.join(workdir, 'results.json')).read())
+  probabilities, _, _ = outputs.read_predictions(workdir)
+  return history, results['test_loss'], results['test_accuracy'], probabilities
+
+
+def assert_same_run(workdir_a, workdir_b):
+  history_a, loss_a, acc_a, probs_a = run_record(workdir_a)
+  history_b, loss_b, acc_b, probs_b = run_record(workdir_b)
+  assert history_a == history_b
+  assert (loss_a, acc_a) == (loss_b, acc_b)
+  np.testing.assert_array_equal(probs_a, probs_b)
+  leaves_a = jax.tree.leaves(final_params(workdir_a))
+  leaves_b = jax.tree.leaves(final_params(workdir_b))
+  assert len(leaves_a) == len(leaves_b) > 0
+  for a, b in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope='module')
+def reference_run(synthetic_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  finish(launch(workdir, synthetic_dir))
+  return workdir
+
+
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(
+    synthetic_dir, reference_run, tmp_path):
+  workdir = str(tmp_path / 'killed')
+  rng = random.Random(0)
+  kills = 0
+  for _ in range(3):
+    process = launch(workdir, synthetic_dir)
+    # Wait for the run to make progress beyond what is already saved, then kill it hard.
+    seen = len(checkpoint_steps(workdir))
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+      if len(checkpoint_steps(workdir)) > seen or (seen and checkpoint_steps(workdir)[-1] > 0):
+        break
+      time.sleep(0.2)
+    time.sleep(rng.uniform(0.0, 1.5))
+    if process.poll() is None:
+      process.send_signal(signal.SIGKILL)
+      kills += 1
+    process.communicate()
+  assert kills >= 1
+  finish(launch(workdir, synthetic_dir))
+  assert_same_run(reference_run, workdir)
+
+
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_is_identical(synthetic_dir, reference_run,
+                                                                   tmp_path):
+  workdir = str(tmp_path / 'terminated')
+  process = launch(workdir, synthetic_dir)
+  deadline = time.time() + 300
+  while not checkpoint_steps(workdir) and time.time() < deadline:
+    time.sleep(0.1)
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=300)
+  if process.returncode == 0:
+    pytest.skip('the run finished before the signal arrived')  # machine far too fast
+  assert process.returncode == 130, err[-2000:]
+  assert 'SIGTERM' in err and 'Run the same command again to resume' in err
+  finish(launch(workdir, synthetic_dir))
+  assert_same_run(reference_run, workdir)
+
+
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path,
+                                                                    monkeypatch):
+  config = tiny_config(synthetic_dir, epochs=3)
+  original = steps.train_step_on_device
+
+  def poisoned(state, *args, **kwargs):  # The loss turns NaN from step 11 on (epoch 2).
+    state, sums = original(state, *args, **kwargs)
+    if int(state.step) >= 11:
+      sums = dict(sums, loss=sums['loss'] * np.nan)
+    return state, sums
+
+  monkeypatch.setattr(steps, 'train_step_on_device', poisoned)
+  with pytest.raises(FloatingPointError, match=r'epoch 2 .*step 11.*last good checkpoint \(step 8\)'):
+    train_and_evaluate(config, str(tmp_path))
+  assert checkpoint_steps(str(tmp_path)) == [8]
+  monkeypatch.setattr(steps, 'train_step_on_device', original)
+  results = train_and_evaluate(config, str(tmp_path))  # Resumes from epoch 1's checkpoint.
+  assert results['epochs_run'] == 3
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(synthetic_dir, tmp_path,
+                                                                  monkeypatch):
+  config = tiny_config(synthetic_dir, epochs=2)
+  save = ocp.CheckpointManager.save
+  calls = []
+
+  def full_disk(self, step, *args, **kwargs):
+    calls.append(step)
+    if step == 16:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match='No space left on device.*step 8 is intact'):
+    train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  assert checkpoint_steps(str(tmp_path)) == [8]
+  assert train_and_evaluate(config, str(tmp_path))['epochs_run'] == 2
+
+
+def test_an_unwritable_run_file_is_a_clear_error(tmp_path):
+  blocker = tmp_path / 'not_a_dir'
+  blocker.write_text('')
+  with pytest.raises(outputs.WorkdirError, match='previous version is intact'):
+    outputs.atomic_write(str(blocker / 'history.csv'), 'x')
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_one_before(synthetic_dir, tmp_path):
+  config = tiny_config(synthetic_dir, epochs=2)
+  workdir = str(tmp_path / 'run')
+  reference = train_and_evaluate(config, workdir)
+  assert checkpoint_steps(workdir) == [8, 16]
+  newest = os.path.join(workdir, 'checkpoints', 'latest', '16', 'state')
+  for root, _, files in os.walk(newest):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as f:
+        f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
+  again = train_and_evaluate(config, workdir)  # Restores step 8, retrains epoch 2.
+  assert again['test_loss'] == reference['test_loss']
+  # Nothing readable at all: a clear error naming the checkpoints.
+  for step in checkpoint_steps(workdir):
+    for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', 'latest', str(step))):
+      for name in files:
+        open(os.path.join(root, name), 'wb').close()
+  with pytest.raises(checkpointing.CheckpointError, match='(?s)no readable checkpoint.*--fresh'):
+    train_and_evaluate(config, workdir)
+
+
+def test_a_workdir_of_another_config_is_refused_with_the_difference(synthetic_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  finish(launch(workdir, synthetic_dir, '--config.train.epochs=1'))
+  process = launch(workdir, synthetic_dir, '--config.optim.learning_rate=0.01')
+  _, err = process.communicate(timeout=600)
+  assert process.returncode == 2
+  assert 'optim.learning_rate: 0.001 -> 0.01' in err and '--fresh' in err
+  finish(launch(workdir, synthetic_dir, '--config.optim.learning_rate=0.01', '--fresh'))
+  assert any('.replaced-' in name for name in os.listdir(tmp_path))
+
+
+def test_evaluate_best_reloads_the_best_epoch(synthetic_dir, tmp_path):
+  config = tiny_config(synthetic_dir, epochs=3)
+  train_and_evaluate(config, str(tmp_path))
+  history = outputs.read_history(str(tmp_path))
+  metrics = evaluate_checkpoint(config, str(tmp_path), 'best')
+  best_row = max(history, key=lambda r: r['val_accuracy'])
+  # ModelCheckpoint(save_best_only): the first epoch reaching the best val_accuracy.
+  assert metrics['step'] == best_row['epoch'] * 8
+  assert metrics['val_accuracy'] == best_row['val_accuracy']
+  assert json.loads((tmp_path / 'evaluation_best.json').read_text())['step'] == metrics['step']
