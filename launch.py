@@ -22,6 +22,11 @@ flags.DEFINE_enum('evaluate', None, ['best', 'latest'],
                   'Evaluate this checkpoint of --workdir on validation and test, without training.')
 flags.DEFINE_bool('fresh', False, 'Start over: move an existing --workdir aside (renamed with a '
                   'timestamp, nothing is deleted) instead of resuming it.')
+flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process (0-based).')
+flags.DEFINE_bool('distributed', False, 'Multi-process runs with auto-detected settings '
+                  '(Cloud TPU pod slices, SLURM): calls jax.distributed.initialize().')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -47,12 +52,17 @@ def main(argv):
   from cifar_jax.train import outputs  # pylint: disable=g-import-not-at-top
   from cifar_jax.train.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
 
+  from cifar_jax.train import sharding  # pylint: disable=g-import-not-at-top
+
   config = FLAGS.config
   if FLAGS.summary:
     print(format_summary(summarize(create_model(config.model), config.model.input_shape),
                          title=config.name))
     return
   workdir = FLAGS.workdir or os.path.join('runs', config.name)
+  # Before anything touches the devices.
+  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id, auto=FLAGS.distributed)
   logging.info('process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:

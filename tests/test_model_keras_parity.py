@@ -346,3 +346,33 @@ def test_initializers_draw_from_keras_law(initializer, kind):
   assert stats.ks_2samp(ours.ravel(), theirs.ravel()).pvalue > 1e-3
   assert not np.any(params[layers[0]['type']]['bias'])
   assert not np.any(np.asarray(keras_layer.bias.value))
+
+
+# One config of each report (issue 5), as its own layers: 'same' pooling of odd sizes and 2x2 /
+# 4x4 kernels (p2cnn), swish and relu with BN and dropout (proyecto4), ReLU and LeakyReLU layers
+# after BN with He initialisers and l2 (arquitecturas), 6x6 kernels (redes).
+REPORT_CONFIGS = ['p2cnn.exp2', 'proyecto4.exp7', 'arquitecturas.a1_mejorada',
+                  'arquitecturas.a2_leaky', 'redes.m3']
+
+
+@pytest.mark.parametrize('module', REPORT_CONFIGS)
+def test_report_config_matches_keras(module):
+  """Inference outputs and the l2 penalty equal Keras's on copied weights, and so do the
+  training-mode outputs (BatchNorm on batch statistics; without Dropout, whose masks come from
+  each side's own RNG)."""
+  layers, input_shape = config_layers(module)
+  model = make_model(layers, input_shape)
+  variables = random_variables(model, input_shape)
+  x = images(BATCH, input_shape)
+  keras_model = keras_copy(layers, input_shape, variables)
+  ours, state = model.apply(variables, x, train=False, mutable=['losses'])
+  np.testing.assert_allclose(jax.nn.softmax(ours), keras_model(x, training=False), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(sum(sown_losses(state)), sum(keras_model.losses), rtol=1e-6)
+
+  layers = without_dropout(layers)
+  ours, _ = make_model(layers, input_shape).apply(variables, x, train=True,
+                                                  mutable=['batch_stats', 'losses'])
+  theirs = keras_copy(layers, input_shape, variables)(x, training=True)
+  # Up to 14 BatchNorms on the statistics of 4 images amplify float32 rounding (~1e-5 here).
+  np.testing.assert_allclose(jax.nn.softmax(ours), theirs, rtol=1e-4, atol=1e-4)

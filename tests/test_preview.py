@@ -10,7 +10,6 @@ from PIL import Image
 from cifar_jax.data import pipeline
 from cifar_jax.data import preview
 from configs import exp7
-from tests import synthetic_cifar
 from tests.conftest import REPO
 
 
@@ -82,4 +81,4 @@ def test_preview_command_line(synthetic_dir, tmp_path):
       cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   assert Image.open(out).size[0] == preview.LABEL_WIDTH + 4 * (128 + preview.GAP) + preview.GAP
-  assert synthetic_cifar.CLASS_NAMES  # The synthetic set is labelled like CIFAR-10.
+  assert 'wrote' in result.stdout

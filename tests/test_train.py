@@ -114,11 +114,11 @@ def test_an_epoch_sends_nothing_from_host_to_device(arrays):
   state = make_state(config, train.images)
   data = pipeline.to_device(train)
   bar = loop.progress.ProgressBar(plan.steps_per_epoch, enabled=False)
-  state, _ = loop.run_epoch(state, data, plan, bar)  # compiles both batch shapes
+  state = loop.run_epoch(state, data, plan, bar).state  # compiles both batch shapes
   with jax.transfer_guard_host_to_device('disallow'):
-    state, sums = loop.run_epoch(state, data, plan, bar)
-  assert int(state.step) == 2 * plan.steps_per_epoch
-  assert float(sums['count']) == len(train)
+    result = loop.run_epoch(state, data, plan, bar)
+  assert result.complete and int(result.state.step) == 2 * plan.steps_per_epoch
+  assert float(result.sums['count']) == len(train)
 
 
 def test_each_epoch_visits_every_example_once_in_a_new_order(arrays):

@@ -86,20 +86,20 @@ FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive
 
 
 def run_once(fn, *args):
-  """fn(*args), jitted with FAST_COMPILE, as numpy."""
-  return np.asarray(jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)(*args))
+  """fn(*args), jitted with FAST_COMPILE."""
+  return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
 
 
 def flax_inference(module, variables, x):
-  return run_once(functools.partial(module.apply, train=False), variables, x)
+  return np.asarray(run_once(functools.partial(module.apply, train=False), variables, x))
 
 
 def keras_inference(model, x):
   """`model(x, training=False)`: Keras's own layers, jitted as `run_once` does ours."""
   def call(trainable, non_trainable, x):
     return model.stateless_call(trainable, non_trainable, x, training=False)[0]
-  return run_once(call, [v.value for v in model.trainable_variables],
-                  [v.value for v in model.non_trainable_variables], x)
+  return np.asarray(run_once(call, [v.value for v in model.trainable_variables],
+                             [v.value for v in model.non_trainable_variables], x))
 
 
 def trees_equal(a, b):
@@ -148,14 +148,13 @@ def vgg16_files(keras_vgg16, tmp_path_factory):
   folder = tmp_path_factory.mktemp('vgg16')
   # The name keras.applications downloads: vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.
   return {kind: save(keras_vgg16, folder / f'vgg16_notop.{kind}', kind)
-          for kind in ('legacy.h5', 'weights.h5', 'keras')}
+          for kind in ('legacy.h5', 'weights.h5')}  # .keras: test_nested_model_files_import_alike.
 
 
 def test_vgg16_inference_matches_keras_from_every_file_format(keras_vgg16, vgg16_files):
   graph = vgg16.VGG16(include_top=False)
   variables = {kind: imported(graph, path) for kind, path in vgg16_files.items()}
   assert trees_equal(variables['legacy.h5'], variables['weights.h5'])
-  assert trees_equal(variables['legacy.h5'], variables['keras'])
   x = images(4, scale=255.0)
   assert_close(flax_inference(graph, variables['weights.h5'], x), keras_inference(keras_vgg16, x))
 
@@ -249,12 +248,11 @@ SMALL_BLOCKS = (1, 1, 1, 1)  # Keras's DenseNet(blocks) at its smallest: the sam
 UNFROZEN = 9  # Starts mid-block in conv5: frozen and trainable BatchNorm layers on both sides.
 
 
-def small_densenet_config(optimizer='sgd', learning_rate=0.1, **optim):
+def small_densenet_config(learning_rate=0.1):
   c = transfer_config('densenet121', flatten=True, trainable_last=UNFROZEN,
                       layers=(L.dense(NUM_CLASSES, activation='softmax'),))
-  c.optim.name = optimizer
+  c.optim.name = 'sgd'
   c.optim.learning_rate = learning_rate
-  c.optim.update(optim)
   return c
 
 
@@ -290,14 +288,13 @@ def test_fine_tuning_step_matches_keras_and_keeps_frozen_layers(keras_small_dens
                                    'weights.h5'))
   x, labels = images(8, seed=1), np.arange(8) % NUM_CLASSES
   assert_close(jax.nn.softmax(flax_inference(model, variables, x)),
-               keras_inference(keras_small_densenet, x), tol=1e-5)
+               keras_inference(keras_small_densenet, x))
 
   tx = freezing.freeze_optimizer(optimizers.make_optimizer(c.optim, 1, 1), model)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                             batch_stats=variables['batch_stats'], rng=jax.random.PRNGKey(0),
                             input_pipeline=InputPipeline(mean=(0.0,) * 3, std=(1.0,) * 3))
-  new_state, _ = jax.jit(steps.train_step).lower(state, {'image': x, 'label': labels}).compile(
-      compiler_options=FAST_COMPILE)(state, {'image': x, 'label': labels})
+  new_state, _ = run_once(steps.train_step, state, {'image': x, 'label': labels})
   keras_small_densenet.compile(optimizer=keras.optimizers.SGD(c.optim.learning_rate),
                                loss='sparse_categorical_crossentropy')
   keras_small_densenet.train_on_batch(x, labels)
@@ -317,13 +314,26 @@ def test_fine_tuning_step_matches_keras_and_keeps_frozen_layers(keras_small_dens
         assert np.array_equal(new, old), f'frozen {collection}{key} changed'
       else:
         assert not np.array_equal(new, old), f'trainable {collection}{key} did not change'
-      assert_close(new, keras_new, tol=1e-5)
+      assert_close(new, keras_new)  # Float32 noise in the gradients: ~2e-6 here.
+
+
+def test_nested_model_files_import_alike(keras_small_densenet, tmp_path):
+  """A backbone nested in a Sequential, saved in every format (and as a whole legacy model)."""
+  model = small_densenet(small_densenet_config().model)
+  reference = imported(model, save(keras_small_densenet, tmp_path / 'm.weights.h5', 'weights.h5'))
+  for kind in ('legacy.h5', 'keras'):
+    assert trees_equal(imported(model, save(keras_small_densenet, tmp_path / f'm.{kind}', kind)),
+                       reference), kind
+  keras_small_densenet.save(tmp_path / 'whole.h5')  # Legacy: weights under 'model_weights'.
+  assert trees_equal(imported(model, str(tmp_path / 'whole.h5')), reference)
 
 
 def test_frozen_params_get_no_update_and_no_optimizer_state():
   """AdamW would decay every weight it is given: the wrapper gives it only the trainable ones."""
-  c = small_densenet_config('adamw', learning_rate=1e-3, weight_decay=0.1)
-  model = small_densenet(c.model)
+  c = transfer_config('vgg16', output_layer='block2_pool', trainable_from='block2_conv1',
+                      layers=(L.flatten(), L.dense(NUM_CLASSES)))
+  c.optim.update(dict(name='adamw', learning_rate=1e-3, weight_decay=0.1))
+  model = vgg16.build(c.model)
   params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes(model)[0])
   tx = freezing.freeze_optimizer(optimizers.make_optimizer(c.optim, 1, 1), model)
   opt_state = tx.init(params)
@@ -337,8 +347,8 @@ def test_frozen_params_get_no_update_and_no_optimizer_state():
   # ReduceLROnPlateau still finds and sets the LR inside the wrapped state.
   opt_state = optimizers.set_learning_rate(opt_state, 5e-4, c.optim, step=1)
   assert optimizers.learning_rate(opt_state) == np.float32(5e-4)
-  c.model.freeze.trainable_last = 0
-  assert freezing.freeze_optimizer(tx, small_densenet(c.model)) is tx
+  c.model.freeze.trainable_from = ''
+  assert freezing.freeze_optimizer(tx, vgg16.build(c.model)) is tx
 
 
 def test_fine_tuning_phases():
@@ -389,6 +399,25 @@ def test_import_errors_name_the_layer(vgg16_files, keras_densenet121, tmp_path):
   densenet_file = save(keras_densenet121, tmp_path / 'd.weights.h5', 'weights.h5')
   with pytest.raises(keras_weights.WeightsError, match="no weights for layer 'block1_conv1'"):
     keras_weights.load_keras_weights(densenet_file, *shapes(vgg16.VGG16(include_top=False)))
+
+
+def test_config_checks():
+  from configs.arquitecturas import tl_basic  # pylint: disable=g-import-not-at-top
+  c = tl_basic.get_config()
+  backbone.check_transfer_config(c, ('vgg16',))
+  c.model.backbone.preprocess = 'caffe'
+  with pytest.raises(ValueError, match="data.normalization='none'"):
+    backbone.check_transfer_config(c, ('vgg16',))
+  c.model.backbone.preprocess = 'none'
+  c.model.freeze.backbone = False
+  with pytest.raises(ValueError, match='bottleneck'):
+    backbone.check_transfer_config(c, ('vgg16',))
+  c = base.get_config()
+  c.model.freeze.trainable_last = 3
+  with pytest.raises(ValueError, match="not model.name='layer_stack'"):
+    backbone.check_transfer_config(c, ('vgg16',))
+  with pytest.raises(ValueError, match="trainable_from='block9_conv1' is not a backbone layer"):
+    vgg16.build(transfer_config('vgg16', trainable_from='block9_conv1').model)
 
 
 def test_fetch_uses_the_keras_cache_and_never_downloads_when_told(monkeypatch, tmp_path):

@@ -39,14 +39,14 @@ Keras conventions kept on purpose, quirks included:
   the name), clipped to the image's own min and max.
 * `brightness_range` (lo, hi): one factor U(lo, hi) per image, applied as Keras does it, through
   a uint8 PIL image: pixels truncated to integers, then PIL's Brightness, which computes
-  trunc(float32(factor) * pixel) clipped to 0..255, so the output is whole grey levels (about one
-  level darker on average than exact scaling, and saturated at 255 for factors > 1). An image
+  trunc(float32(factor) * pixel) clipped to 0..255, so the output is whole grey levels: on
+  average one level darker than exact scaling after a warp (half a level without one), and
+  saturated at 255 for factors > 1. An image
   with values outside 0..255 (a `cval` outside it) is first stretched to 0..255 and back after,
   as Keras's `apply_brightness_shift(x, factor, scale=False)` does.
 """
 
 import dataclasses
-import numbers
 from typing import Any, Callable
 
 import jax
@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from cifar_jax.data import keras_layers
 from cifar_jax.data import layer_spec
 from cifar_jax.data import research_augment
-from cifar_jax.data.layer_spec import is_number as _is_number
+from cifar_jax.data.layer_spec import is_int, is_number
 from cifar_jax.data.resample import sample_bilinear
 
 FILL_MODES = ('nearest', 'constant', 'reflect', 'wrap')  # ImageDataGenerator's (scipy's).
@@ -110,17 +110,17 @@ class _Spec:
 
 
 def _non_negative(key, value):
-  if not _is_number(value) or value < 0:
+  if not is_number(value) or value < 0:
     raise ValueError(f'augment.{key}={value!r}: must be a finite number >= 0.')
   return float(value)
 
 
 def _parse_shift(key, value):
   if isinstance(value, (list, tuple)):
-    if not value or not all(_is_number(v) and v >= 0 for v in value):
+    if not value or not all(is_number(v) and v >= 0 for v in value):
       raise ValueError(f'augment.{key}={value!r}: a list must hold one or more numbers >= 0.')
     values = tuple(float(v) for v in value)
-  elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+  elif is_int(value):
     if value < 0:
       raise ValueError(f'augment.{key}={value!r}: must be >= 0.')
     if value == 0:
@@ -133,11 +133,11 @@ def _parse_shift(key, value):
 
 
 def _parse_zoom(value):
-  if _is_number(value):
+  if is_number(value):
     lo, hi = 1.0 - value, 1.0 + value
     if value < 0:
       raise ValueError(f'augment.zoom_range={value!r}: a float must be >= 0.')
-  elif isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value)):
+  elif isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_number, value)):
     lo, hi = map(float, value)
     if lo == hi == 0:
       return None  # The config's "off" default, like Keras's zoom_range=0.0.
@@ -176,7 +176,7 @@ def _parse(augment_config) -> _Spec:
       raise ValueError(f'augment.{key}={c[key]!r}: must be a bool.')
   if c['fill_mode'] not in FILL_MODES:
     raise ValueError(f'augment.fill_mode={c["fill_mode"]!r}: must be one of {FILL_MODES}.')
-  if not _is_number(c['cval']):
+  if not is_number(c['cval']):
     raise ValueError(f'augment.cval={c["cval"]!r}: must be a finite number.')
   return _Spec(
       rotation=_non_negative('rotation_range', c['rotation_range']),

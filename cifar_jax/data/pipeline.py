@@ -131,16 +131,18 @@ class EvalBatches:
     return int(self.mask.sum())
 
 
-def make_eval_batches(split: Split, batch_size: int, sharding=None) -> EvalBatches:
+def make_eval_batches(split: Split, batch_size: int, put=jax.device_put,
+                      multiple_of: int = 1) -> EvalBatches:
+  """Pads `split` to whole batches (rounded up to a multiple of `multiple_of`, e.g. the device
+  count) and places each array with `put`."""
   n = len(split)
-  batch_size = min(batch_size, n)
+  batch_size = -(-min(batch_size, n) // multiple_of) * multiple_of
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
   images = np.concatenate([split.images, np.zeros((pad, *split.images.shape[1:]), np.uint8)])
   labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
   mask = np.concatenate([np.ones((n,), np.float32), np.zeros((pad,), np.float32)])
   shape = (num_batches, batch_size)
-  put = lambda a: jax.device_put(a, sharding)
   return EvalBatches(images=put(images.reshape(*shape, *images.shape[1:])),
                      labels=put(labels.reshape(shape)), mask=put(mask.reshape(shape)))
 

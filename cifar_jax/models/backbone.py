@@ -300,6 +300,25 @@ def build(model_config, keras_layers: Callable[..., tuple]) -> TransferModel:
                        resize_method=b.resize_method, dtype=jnp.dtype(model_config.dtype))
 
 
+def check_transfer_config(config, transfer_models) -> None:
+  """Mistakes the builder cannot see, as they involve other sections (for check_config).
+
+  `transfer_models` are the model names built by `build` (vgg16, densenet121).
+  """
+  m = config.model
+  if m.name not in transfer_models:
+    if any(m.freeze.values()) or m.backbone.weights or m.backbone.bottleneck or m.phases:
+      raise ValueError(f'model.backbone / model.freeze / model.phases apply to '
+                       f'{sorted(transfer_models)}, not model.name={m.name!r}')
+    return
+  if m.backbone.preprocess != 'none' and config.data.normalization != 'none':
+    raise ValueError(f"model.backbone.preprocess={m.backbone.preprocess!r} expects 0..255 pixels; "
+                     f"set data.normalization='none' (it is {config.data.normalization!r})")
+  if m.backbone.bottleneck and not (m.freeze.backbone and m.layers and not m.phases):
+    raise ValueError('model.backbone.bottleneck computes the backbone once: it needs '
+                     'model.freeze.backbone=True, a head in model.layers, and no model.phases')
+
+
 def head_model(model: TransferModel) -> layer_stack.LayerStack:
   """The head alone, for bottleneck training; its params are the TransferModel's params['head']."""
   if not model.head_layers:
@@ -342,22 +361,34 @@ def compute_bottleneck_features(model: TransferModel, variables, images: np.ndar
   """
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
 
+  # The variables are an argument: closed over, they would be baked into the program.
   @jax.jit
-  def features(batch):
+  def features(variables, batch):
     x = normalize(batch) if normalize is not None else batch.astype(jnp.float32)
     return model.apply(variables, x, train=False, method=TransferModel.features)
 
   n = len(images)
   out = None
+
+  def store(start, size, result):
+    nonlocal out
+    result = np.asarray(result)[:size]
+    if out is None:
+      out = np.empty((n, *result.shape[1:]), np.float32)
+    out[start:start + size] = result
+
+  pending = None  # One batch in flight: the device computes it while the host stores the last.
   for start in range(0, n, batch_size):
     batch = images[start:start + batch_size]
     size = len(batch)
     if size < batch_size:
       batch = np.concatenate([batch, np.zeros((batch_size - size, *batch.shape[1:]), batch.dtype)])
-    result = np.asarray(features(batch))[:size]
-    if out is None:
-      out = np.empty((n, *result.shape[1:]), np.float32)
-    out[start:start + size] = result
+    result = features(variables, batch)
+    if pending is not None:
+      store(*pending)
+    pending = (start, size, result)
+  if pending is not None:
+    store(*pending)
   return out
 
 

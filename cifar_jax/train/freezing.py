@@ -35,10 +35,6 @@ def make_trainable_mask(model, params):
   return mask_fn(params)
 
 
-def has_frozen_params(model, params) -> bool:
-  return not all(jax.tree.leaves(make_trainable_mask(model, params)))
-
-
 def freeze_optimizer(tx: optax.GradientTransformation, model) -> optax.GradientTransformation:
   """`tx` for the trainable params, zero updates (and no state) for the frozen ones.
 
@@ -86,9 +82,9 @@ def fine_tuning_phases(config) -> list[Phase]:
       raise ValueError(f'model.phases[{i}]: unknown key(s) {sorted(unknown)}; known: '
                        f'{list(PHASE_KEYS)}')
     last = i == len(entries) - 1
-    end = config.train.epochs if last else min(start + int(entry['epochs']), config.train.epochs)
     if not last and entry.get('epochs', 0) <= 0:
       raise ValueError(f'model.phases[{i}]: epochs must be > 0 (only the last phase may omit it)')
+    end = config.train.epochs if last else min(start + int(entry['epochs']), config.train.epochs)
     phase_config = config.copy_and_resolve_references()
     if 'learning_rate' in entry:
       phase_config.optim.learning_rate = float(entry['learning_rate'])

@@ -25,8 +25,9 @@ from cifar_jax.train import interrupts
 from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
 from cifar_jax.train import progress
+from cifar_jax.train import sharding
 from cifar_jax.train import steps
-from cifar_jax.train.config_checks import check_config
+from cifar_jax.train.config_checks import ConfigError, check_config
 from cifar_jax.train.state import create_train_state
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,10 @@ class EpochPlan:
   @classmethod
   def create(cls, num_examples: int, batch_size: int, steps_per_epoch: int) -> 'EpochPlan':
     if batch_size <= 0:
-      raise ValueError(f'train.batch_size={batch_size} must be positive')
+      raise ConfigError(f'train.batch_size={batch_size} must be positive')
     if steps_per_epoch:  # Keras fit(generator, steps_per_epoch=N): N full batches.
       if steps_per_epoch * batch_size > num_examples:
-        raise ValueError(
+        raise ConfigError(
             f'train.steps_per_epoch={steps_per_epoch} x batch_size={batch_size} needs '
             f'{steps_per_epoch * batch_size} examples but the training split has {num_examples}; '
             f'lower steps_per_epoch (0 means one pass over the split)')
@@ -81,7 +82,7 @@ class EpochResult:
 
 
 def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, *, max_steps=0,
-              sums=None, stop_request=None, on_step=None) -> EpochResult:
+              sums=None, stop_request=None, on_step=None, data_sharding=None) -> EpochResult:
   """Train steps on device-resident data until the epoch ends (or max_steps / a stop request).
 
   Nothing here waits for the device: steps are dispatched asynchronously and the metric sums
@@ -98,7 +99,7 @@ def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, *, 
     size = plan.last_batch_size if i == plan.steps_per_epoch - 1 else plan.batch_size
     state, batch_sums = steps.train_step_on_device(
         state, images, labels, order, batch_size=size, full_batch_size=plan.batch_size,
-        steps_per_epoch=plan.steps_per_epoch)
+        steps_per_epoch=plan.steps_per_epoch, data_sharding=data_sharding)
     sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
     step_losses.append(batch_sums['loss'])
     step += 1
@@ -115,8 +116,9 @@ def _means(sums) -> dict[str, float]:
   return {'loss': float(sums['loss']) / count, 'accuracy': float(sums['correct']) / count}
 
 
-def evaluate_split(state, batches: pipeline.EvalBatches) -> dict[str, float]:
-  return _means(steps.evaluate(state, batches.images, batches.labels, batches.mask))
+def evaluate_split(state, batches: pipeline.EvalBatches, data_sharding=None) -> dict[str, float]:
+  return _means(steps.evaluate(state, batches.images, batches.labels, batches.mask,
+                               data_sharding=data_sharding))
 
 
 def _first_bad_step(step_losses, first_step: int) -> int:
@@ -140,10 +142,16 @@ class Run:
     self.summary = summarize(model, config.model.input_shape)
     self.plan = EpochPlan.create(len(self.splits.train), config.train.batch_size,
                                  config.train.steps_per_epoch)
+    self.mesh = sharding.make_mesh()
+    self.data_sharding = sharding.batch_split(self.mesh) if self.mesh.size > 1 else None
+    sharding.check_divisible(self.plan.batch_size, 'train.batch_size', self.mesh)
+    sharding.check_divisible(self.plan.last_batch_size, "the epoch's last batch (set "
+                             'train.steps_per_epoch to drop it)', self.mesh)
     tx = optimizers.make_optimizer(config.optim, self.plan.steps_per_epoch,
                                    self.plan.steps_per_epoch * config.train.epochs)
-    self.state = create_train_state(
-        config, model, tx, pipeline.make_input_pipeline(config, self.splits.train.images))
+    self.state = sharding.replicate(create_train_state(
+        config, model, tx, pipeline.make_input_pipeline(config, self.splits.train.images)),
+        self.mesh)
     self.early_stoppers, self.plateau = callbacks_lib.make_callbacks(config.callbacks)
     self.stopper_names = list(config.callbacks.early_stopping.keys())
     self.best_monitor = callbacks_lib.ModelCheckpointMonitor(config.checkpoint.monitor,
@@ -206,10 +214,9 @@ class Run:
 
   def fit(self, stop_request=None) -> None:
     config = self.config
-    train_data = pipeline.to_device(self.splits.train)
-    val_batches = (pipeline.make_eval_batches(self.splits.validation,
-                                              config.train.eval_batch_size)
-                   if self.splits.validation else None)
+    train_data = sharding.replicate((self.splits.train.images, self.splits.train.labels),
+                                    self.mesh)
+    val_batches = self.eval_batches(self.splits.validation) if self.splits.validation else None
     writer = outputs.ScalarWriter(os.path.join(self.workdir, 'tensorboard'),
                                   enabled=self.is_writer)
     every = config.checkpoint.every_steps
@@ -230,7 +237,8 @@ class Run:
         result = run_epoch(self.state, train_data, self.plan, bar,
                            max_steps=config.train.max_steps, sums=sums,
                            stop_request=stop_request,
-                           on_step=periodic_save if self.checkpointer else None)
+                           on_step=periodic_save if self.checkpointer else None,
+                           data_sharding=self.data_sharding)
         self.state = result.state
         if not result.complete:
           self.run.train_seconds += time.perf_counter() - start
@@ -246,7 +254,8 @@ class Run:
         # What Keras logs as learning_rate: optimizer.learning_rate at the end of the epoch.
         epoch_lr = optimizers.learning_rate(self.state.opt_state)
         if val_batches is not None:
-          logs.update({f'val_{k}': v for k, v in evaluate_split(self.state, val_batches).items()})
+          val = evaluate_split(self.state, val_batches, self.data_sharding)
+          logs.update({f'val_{k}': v for k, v in val.items()})
         logs['learning_rate'] = epoch_lr
         if not all(np.isfinite(v) for v in logs.values()):
           self._diverged(logs, epoch, result.step_losses, first_step)
@@ -310,15 +319,22 @@ class Run:
     log.info('restoring the weights of the best epoch (%d) of early_stopping.%s',
              self.early_stoppers[index].best_epoch + 1, name)
 
+  def eval_batches(self, split) -> pipeline.EvalBatches:
+    return pipeline.make_eval_batches(split, self.config.train.eval_batch_size,
+                                      put=lambda a: sharding.replicate(a, self.mesh),
+                                      multiple_of=self.mesh.size)
+
   def evaluate_test(self) -> dict:
-    test_batches = pipeline.make_eval_batches(self.splits.test, self.config.train.eval_batch_size)
-    test = evaluate_split(self.state, test_batches)
+    test_batches = self.eval_batches(self.splits.test)
+    test = evaluate_split(self.state, test_batches, self.data_sharding)
     results = self._results(test)
-    if self.is_writer:  # Predictions are what reports need for confusion matrices and grids.
-      probabilities = steps.predict_batches(self.state, test_batches.images)
-      outputs.write_predictions(
-          self.workdir, np.asarray(probabilities).reshape(-1, probabilities.shape[-1]),
-          self.splits.test.labels, self.splits.class_names)
+    # Predictions are what reports need for confusion matrices and grids (all processes take
+    # part in gathering them; process 0 writes).
+    probabilities = sharding.to_host(
+        steps.predict_batches(self.state, test_batches.images, self.data_sharding))
+    if self.is_writer:
+      outputs.write_predictions(self.workdir, probabilities.reshape(-1, probabilities.shape[-1]),
+                                self.splits.test.labels, self.splits.class_names)
       outputs.write_json(os.path.join(self.workdir, 'results.json'), results)
     if self.config.log.verbosity:
       print(f"> {100 * test['accuracy']:.3f}  (test accuracy, {len(self.splits.test)} images)",
@@ -388,11 +404,9 @@ def evaluate_checkpoint(config, workdir: str, which: str = 'best') -> dict:
       run.resume()
     metrics = {'checkpoint': which, 'step': int(run.state.step)}
     if run.splits.validation:
-      val = evaluate_split(run.state, pipeline.make_eval_batches(
-          run.splits.validation, config.train.eval_batch_size))
+      val = evaluate_split(run.state, run.eval_batches(run.splits.validation), run.data_sharding)
       metrics.update({f'val_{k}': v for k, v in val.items()})
-    test = evaluate_split(run.state, pipeline.make_eval_batches(
-        run.splits.test, config.train.eval_batch_size))
+    test = evaluate_split(run.state, run.eval_batches(run.splits.test), run.data_sharding)
     metrics.update({f'test_{k}': v for k, v in test.items()})
     if run.is_writer:
       outputs.write_json(os.path.join(workdir, f'evaluation_{which}.json'), metrics)

@@ -89,34 +89,45 @@ def epoch_order(state: TrainState, num_examples: int, steps_per_epoch) -> jax.Ar
   return jax.random.permutation(key, num_examples)
 
 
+def _split_batch(tree, data_sharding):
+  """Constrains a batch to be split over the devices (a no-op on one device)."""
+  if data_sharding is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, data_sharding)
+
+
 @functools.partial(jax.jit, donate_argnums=(0,),
-                   static_argnames=('batch_size', 'full_batch_size', 'steps_per_epoch'))
+                   static_argnames=('batch_size', 'full_batch_size', 'steps_per_epoch',
+                                    'data_sharding'))
 def train_step_on_device(state, images, labels, order, *, batch_size, full_batch_size,
-                         steps_per_epoch):
+                         steps_per_epoch, data_sharding=None):
   """Gathers this step's batch from the device-resident split, then runs `train_step`.
 
   The position in the epoch comes from `state.step`, so nothing is sent from the host per step.
-  `batch_size` differs from `full_batch_size` only for the epoch's smaller last batch.
+  `batch_size` differs from `full_batch_size` only for the epoch's smaller last batch. With a
+  `data_sharding`, each device gathers and trains on its slice of the global batch.
   """
   start = (state.step % steps_per_epoch) * full_batch_size
   index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
-  return train_step(state, {'image': images[index], 'label': labels[index]})
+  batch = _split_batch({'image': images[index], 'label': labels[index]}, data_sharding)
+  return train_step(state, batch)
 
 
-@jax.jit
-def evaluate(state: TrainState, images, labels, mask) -> dict:
+@functools.partial(jax.jit, static_argnames=('data_sharding',))
+def evaluate(state: TrainState, images, labels, mask, data_sharding=None) -> dict:
   """Metric sums over a whole split given as [num_batches, batch, ...] arrays (one dispatch)."""
 
   def body(totals, batch):
-    sums = eval_step(state, dict(zip(('image', 'label', 'mask'), batch)))
-    return jax.tree.map(jnp.add, totals, sums), None
+    batch = _split_batch(dict(zip(('image', 'label', 'mask'), batch)), data_sharding)
+    return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
 
   zeros = {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
   totals, _ = jax.lax.scan(body, zeros, (images, labels, mask))
   return totals
 
 
-@jax.jit
-def predict_batches(state: TrainState, images) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=('data_sharding',))
+def predict_batches(state: TrainState, images, data_sharding=None) -> jax.Array:
   """Class probabilities for [num_batches, batch, ...] images, one batch at a time."""
-  return jax.lax.map(lambda batch: predict_step(state, batch), images)
+  return jax.lax.map(lambda batch: predict_step(state, _split_batch(batch, data_sharding)),
+                     images)

@@ -1,6 +1,6 @@
 """arquitecturas A1, "Arquitectura 1": two HeNormal conv pairs, BN after each ReLU, Dense 256-128.
 
-    python launch.py --config=configs/arquitecturas/a1.py --workdir=runs/arquitecturas/a1
+    python launch.py --config=configs/arquitecturas/a1.py
 
 Report: arquitecturas.txt, "Arquitectura 1". Reported test accuracy 80.530% (printed `> 80.530`).
 2,394,826 params (2,393,290 trainable, 1,536 non-trainable), as printed. Conv2D(64) x2 and

@@ -1,7 +1,7 @@
 """arquitecturas A1M, "Arquitectura 1 mejorada": A1 with Conv -> BN -> ReLU, l2(1e-4), more
 Dropout.
 
-    python launch.py --config=configs/arquitecturas/a1_mejorada.py --workdir=runs/arquitecturas/a1_mejorada
+    python launch.py --config=configs/arquitecturas/a1_mejorada.py
 
 Report: arquitecturas.txt, "Arquitectura 1 mejorada". Reported test accuracy 81.890% (printed
 `>81.890`). 2,394,826 params (2,393,290 trainable, 1,536 non-trainable): the printed summary lost

@@ -1,7 +1,7 @@
 """arquitecturas A2, "Arquitectura 2": a lighter net, one HeNormal conv per block, no pooling
 after the fourth.
 
-    python launch.py --config=configs/arquitecturas/a2.py --workdir=runs/arquitecturas/a2
+    python launch.py --config=configs/arquitecturas/a2.py
 
 Report: arquitecturas.txt, "Arquitectura 2". Reported test accuracy 81.770% (printed `>81.770`).
 802,506 params (801,034 trainable, 1,472 non-trainable), as printed. Conv -> BN -> ReLU with

@@ -1,6 +1,6 @@
 """arquitecturas A2L, "Arquitectura 2 con LeakyReLu": A2 with LeakyReLU(0.1), no BN in the head.
 
-    python launch.py --config=configs/arquitecturas/a2_leaky.py --workdir=runs/arquitecturas/a2_leaky
+    python launch.py --config=configs/arquitecturas/a2_leaky.py
 
 Report: arquitecturas.txt, "Arquitectura 2 con LeakyReLu". No test accuracy is printed (the code
 block ends at the print; the text says it stays below 80%, validation peaking near 70%).

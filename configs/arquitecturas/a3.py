@@ -1,7 +1,7 @@
 """arquitecturas A3, "Arquitectura 3": three HeUniform + l2 conv pairs ("bicapas"), the report's
 best network.
 
-    python launch.py --config=configs/arquitecturas/a3.py --workdir=runs/arquitecturas/a3
+    python launch.py --config=configs/arquitecturas/a3.py
 
 Report: arquitecturas.txt, "Arquitectura 3". Reported test accuracy 86.390% (printed `>86.390`).
 1,118,154 params (1,116,106 trainable: the printed 1,116,186 is an OCR 0->8; 2,048

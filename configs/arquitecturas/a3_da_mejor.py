@@ -1,6 +1,6 @@
 """arquitecturas A3-DAb, "Arquitectura 3 con Data Augmentation mejor": A3-DAw without the shifts.
 
-    python launch.py --config=configs/arquitecturas/a3_da_mejor.py --workdir=runs/arquitecturas/a3_da_mejor
+    python launch.py --config=configs/arquitecturas/a3_da_mejor.py
 
 Report: arquitecturas.txt, "Arquitectura 3 con Data Augmentation mejor". Reported test accuracy
 87.170% (printed "> 87 170"; the text confirms 87.17). 1,118,154 params (1,116,106 trainable,
@@ -8,8 +8,6 @@ Report: arquitecturas.txt, "Arquitectura 3 con Data Augmentation mejor". Reporte
 ImageDataGenerator(rotation_range=5, horizontal_flip=True, brightness_range=(0.9, 1.2),
 rescale=1./255).flow(x_train, y_train, batch_size=512), steps_per_epoch=80: one pass per epoch
 (see common.use_flow_augmentation).
-Gap: brightness_range is not supported by cifar_jax yet; the config sets it anyway, so a run
-fails at the start naming the key rather than train without it.
 Assumptions (see common.py): validation = last 10,000 training images.
 """
 

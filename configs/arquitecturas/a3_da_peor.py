@@ -1,7 +1,7 @@
 """arquitecturas A3-DAw, "Arquitectura 3 con Data Augmentation peor": A3 on augmented batches
 with shifts.
 
-    python launch.py --config=configs/arquitecturas/a3_da_peor.py --workdir=runs/arquitecturas/a3_da_peor
+    python launch.py --config=configs/arquitecturas/a3_da_peor.py
 
 Report: arquitecturas.txt, "Arquitectura 3 con Data Augmentation peor". Reported test accuracy
 86.1% (printed `> 86.1`, digits lost in conversion). 1,118,154 params (1,116,106 trainable,
@@ -10,8 +10,6 @@ ImageDataGenerator(rotation_range=5, horizontal_flip=True, width_shift_range=0.1
 height_shift_range=0.1, brightness_range=(0.9, 1.2), rescale=1./255).flow(x_train, y_train,
 batch_size=512) with steps_per_epoch=80: one pass per epoch (see common.use_flow_augmentation).
 Validation on ImageDataGenerator(rescale=1./255) batches: the validation set, not augmented.
-Gap: brightness_range is not supported by cifar_jax yet; the config sets it anyway, so a run
-fails at the start naming the key rather than train without it.
 Assumptions (see common.py): validation = last 10,000 training images.
 """
 

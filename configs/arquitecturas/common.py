@@ -12,8 +12,8 @@ the 50,000 training images (the course template's 40,000 / 10,000 split, as in e
 `x_*_scaled` is x / 255 (what the DA sections' `rescale=1./255` on raw images implies).
 """
 
-from configs import base
 from configs import layers as L
+from configs import reports
 
 REPORT = 'arquitecturas (Arquitecturas CNN sobre CIFAR-10, M. Kovylina Zabyako)'
 NUM_VALIDATION = 10000
@@ -22,17 +22,10 @@ RELU = dict(type='re_lu')  # keras.layers.ReLU()
 
 
 def get_base(name: str, section: str, reported_test_accuracy: float | None):
-  c = base.get_config()
-  c.name = f'arquitecturas/{name}'
-  c.report = f'{REPORT}, {section}'
-  c.reported_test_accuracy = reported_test_accuracy
+  c = reports.experiment('arquitecturas', REPORT, name, section, reported_test_accuracy,
+                         batch_size=BATCH_SIZE, epochs=200)
   c.data.num_validation = NUM_VALIDATION
-  c.optim.name = 'adam'
-  c.optim.learning_rate = 1e-3
-  c.train.batch_size = BATCH_SIZE
-  c.train.epochs = 200
-  for monitor in ('val_loss', 'val_accuracy'):
-    base.add_early_stopping(c, monitor, monitor, patience=10, restore_best_weights=True)
+  reports.add_early_stopping(c, ('val_loss', 'val_accuracy'), 10, restore_best_weights=True)
   return c
 
 
@@ -85,11 +78,6 @@ def use_flow_augmentation(c, **augment):
   Keras 3 PyDataset then ends the epoch after its 79 batches ("Your input ran out of data",
   without stopping fit) and starts a fresh pass: one pass per epoch, what steps_per_epoch=0
   does. validation_steps=80 likewise covers the validation set once.
-
-  Set unlocked on purpose: an option cifar_jax does not support yet (brightness_range) is still
-  set, so check_config rejects it by name and the run fails at the start instead of silently
-  training without it.
   """
-  with c.augment.unlocked():
-    c.augment.update(augment)
+  c.augment.update(augment)
   c.train.steps_per_epoch = 0

@@ -9,8 +9,8 @@ Optimizer "adam" (Keras defaults, lr 1e-3) unless an experiment says otherwise. 
 weights: the ModelCheckpoint of exp1/3/5 is never reloaded, and only exp8 restores best weights.
 """
 
-from configs import base
 from configs import layers as L
+from configs import reports
 
 REPORT = 'p2cnn (P2_CNN_HfaJrc, Practica 1.2 - CNNs, Aprendizaje Profundo, UDC 2024-2025)'
 L2 = 1e-3  # regularizers.l2(1e-3) of exp4-exp8.
@@ -18,15 +18,9 @@ L2 = 1e-3  # regularizers.l2(1e-3) of exp4-exp8.
 
 def get_base(name: str, section: str, reported_test_accuracy: float | None, *, batch_size: int,
              epochs: int):
-  c = base.get_config()
-  c.name = f'p2cnn/{name}'
-  c.report = f'{REPORT}, {section}'
-  c.reported_test_accuracy = reported_test_accuracy
+  c = reports.experiment('p2cnn', REPORT, name, section, reported_test_accuracy,
+                         batch_size=batch_size, epochs=epochs)
   c.data.validation_split = 0.1
-  c.optim.name = 'adam'
-  c.optim.learning_rate = 1e-3
-  c.train.batch_size = batch_size
-  c.train.epochs = epochs
   return c
 
 
@@ -37,8 +31,8 @@ def use_checkpoint(c):
 
 def use_early_stopping(c, patience: int, start_from_epoch: int, **kwargs):
   """keras.callbacks.EarlyStopping(monitor="val_loss", patience, start_from_epoch, ...)."""
-  base.add_early_stopping(c, 'val_loss', 'val_loss', patience=patience,
-                          start_from_epoch=start_from_epoch, **kwargs)
+  reports.add_early_stopping(c, ('val_loss',), patience, start_from_epoch=start_from_epoch,
+                             **kwargs)
 
 
 def conv_trunk(blocks, *, l2=0.0, batch_norm=False, dropout_rates=None):
@@ -81,13 +75,3 @@ def exp7_layers():
   return tuple(conv_trunk(((64, 64), (128, 128), (256, 256), (512,)), l2=L2,
                           dropout_rates=(0.1, 0.15, 0.15, 0.1))
                + dense_head((256, 0.15), 64))
-
-
-def use_augmentation_layers(c, *layers):
-  """In-model Keras preprocessing layers (active in fit only), as `augment.layers` dicts.
-
-  Set unlocked on purpose: until cifar_jax supports `augment.layers`, check_config rejects the
-  key by name and the run fails at start, instead of silently training without augmentation.
-  """
-  with c.augment.unlocked():
-    c.augment.layers = tuple(layers)

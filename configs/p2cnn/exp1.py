@@ -1,6 +1,6 @@
 """p2cnn exp1, "1 - Naive (Adam)": three valid-padded convs and a single Dense(10).
 
-    python launch.py --config=configs/p2cnn/exp1.py --workdir=runs/p2cnn/exp1
+    python launch.py --config=configs/p2cnn/exp1.py
 
 Report: p2cnn.txt, section "1 - Naive (Adam)". Reported test accuracy 68.5% (`Test accuracy:
 0.685`; the conclusion table rounds to 69). 128,074 params, computed from the code (the report

@@ -1,6 +1,6 @@
 """p2cnn exp2, "2 - RMS Prop": a five-conv net with mixed kernels and 'same' pooling, RMSprop.
 
-    python launch.py --config=configs/p2cnn/exp2.py --workdir=runs/p2cnn/exp2
+    python launch.py --config=configs/p2cnn/exp2.py
 
 Report: p2cnn.txt, section "2 - RMS Prop". Reported test accuracy 65.8% (`Test accuracy:
 0.658`; table 66). 1,831,840 params, computed from the code (no summary printed).

@@ -1,6 +1,6 @@
 """p2cnn exp3, "3 - padding y Batch-Normalization": 'same' conv pairs, BN after each pair.
 
-    python launch.py --config=configs/p2cnn/exp3.py --workdir=runs/p2cnn/exp3
+    python launch.py --config=configs/p2cnn/exp3.py
 
 Report: p2cnn.txt, section "3 - padding y Batch-Normalization". Reported test accuracy 79.4%
 (`Test accuracy: 0.794`; table 79). 1,030,378 params (1,029,546 trainable, 832 non-trainable),

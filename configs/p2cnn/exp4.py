@@ -1,6 +1,6 @@
 """p2cnn exp4, "4 - coste en la norma l2": exp3's convs without BN, l2(1e-3), Dense(100).
 
-    python launch.py --config=configs/p2cnn/exp4.py --workdir=runs/p2cnn/exp4
+    python launch.py --config=configs/p2cnn/exp4.py
 
 Report: p2cnn.txt, section "4 - coste en la norma l2". Reported test accuracy 74.3% (`Test
 accuracy: 0.743`; table 74). 1,398,454 params, as printed. Conv blocks 32-32 | 64-128 | 256-256

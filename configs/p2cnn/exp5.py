@@ -1,6 +1,6 @@
 """p2cnn exp5, "5 - l2 y dropout" (model_11): exp4 + Dropout(0.05) in blocks 2-3 + Dense(500).
 
-    python launch.py --config=configs/p2cnn/exp5.py --workdir=runs/p2cnn/exp5
+    python launch.py --config=configs/p2cnn/exp5.py
 
 Report: p2cnn.txt, section "5 - l2 y dropout". Reported test accuracy 75.5% (`Test accuracy:
 0.755`; table 75). 3,087,354 params, as printed. exp4's l2 conv blocks with Dropout(0.05) after

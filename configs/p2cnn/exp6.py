@@ -1,6 +1,6 @@
 """p2cnn exp6, "6 - l2 y dropout v2" (model_12): Dropout 0.1 after every pooling, Dense 512.
 
-    python launch.py --config=configs/p2cnn/exp6.py --workdir=runs/p2cnn/exp6
+    python launch.py --config=configs/p2cnn/exp6.py
 
 Report: p2cnn.txt, section "6 - l2 y dropout v2". Reported test accuracy 81.2% (`Test accuracy:
 0.812`; table 81). 3,137,718 params, as printed. Conv blocks 32-32 | 64-128 | 256-256 (3x3,

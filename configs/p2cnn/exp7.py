@@ -1,6 +1,6 @@
 """p2cnn exp7, "7 - l2 y dropout v3" (model_13): the report's best completed model.
 
-    python launch.py --config=configs/p2cnn/exp7.py --workdir=runs/p2cnn/exp7
+    python launch.py --config=configs/p2cnn/exp7.py
 
 Report: p2cnn.txt, section "7 - l2 y dropout v3". Reported test accuracy 82.7% (`Test accuracy:
 0.827`; table 83). 2,867,210 params, as printed. Conv blocks 64-64 | 128-128 | 256-256 | 512

@@ -1,1 +1,1 @@
-"""proyecto4 report (Proyecto IV): experiments exp1-exp10 as configs; common.py holds what they share."""
+"""proyecto4 report (Proyecto IV): exp1-exp10 as configs; common.py holds what they share."""

@@ -10,8 +10,8 @@ the 50,000 training images (the course template's 40,000 / 10,000 split, as in e
 `x_*_scaled` is x / 255.
 """
 
-from configs import base
 from configs import layers as L
+from configs import reports
 
 REPORT = 'proyecto4 (Proyecto IV - Vision por Computador, S. E. Velasco)'
 NUM_VALIDATION = 10000
@@ -25,17 +25,10 @@ AUGMENT_EXP8 = dict(width_shift_range=0.1, height_shift_range=0.1, horizontal_fl
 
 def get_base(name: str, section: str, reported_test_accuracy: float | None, *, batch_size: int,
              patience: int):
-  c = base.get_config()
-  c.name = f'proyecto4/{name}'
-  c.report = f'{REPORT}, {section}'
-  c.reported_test_accuracy = reported_test_accuracy
+  c = reports.experiment('proyecto4', REPORT, name, section, reported_test_accuracy,
+                         batch_size=batch_size, epochs=200)
   c.data.num_validation = NUM_VALIDATION
-  c.optim.name = 'adam'  # optimizer='Adam': lr 1e-3, epsilon 1e-7.
-  c.optim.learning_rate = 1e-3
-  c.train.batch_size = batch_size
-  c.train.epochs = 200
-  base.add_early_stopping(c, 'val_loss', 'val_loss', patience=patience)
-  base.add_early_stopping(c, 'val_accuracy', 'val_accuracy', patience=patience)
+  reports.add_early_stopping(c, ('val_loss', 'val_accuracy'), patience)
   return c
 
 

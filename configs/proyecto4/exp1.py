@@ -1,6 +1,6 @@
 """proyecto4 exp1, "primer modelo": three relu convs 32 / 64 / 128, each pooled; Dense 32.
 
-    python launch.py --config=configs/proyecto4/exp1.py --workdir=runs/proyecto4/exp1
+    python launch.py --config=configs/proyecto4/exp1.py
 
 Report: proyecto4.txt, "primer modelo". Reported test accuracy 72.320% (printed `> 72.320`; the
 prose's 73.3% does not match the printout). 159,146 params, as printed. The code is not shown:

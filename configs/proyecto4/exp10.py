@@ -1,7 +1,7 @@
 """proyecto4 exp10, "nuestro modelo ganador": conv pairs 128-1024, Dense 1024 x2, stronger
 augmentation.
 
-    python launch.py --config=configs/proyecto4/exp10.py --workdir=runs/proyecto4/exp10
+    python launch.py --config=configs/proyecto4/exp10.py
 
 An accelerator run (36.6M params, batches of 32).
 

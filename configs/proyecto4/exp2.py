@@ -1,6 +1,6 @@
 """proyecto4 exp2, "segundo modelo": exp1 + Dropout(0.4) after each pooling.
 
-    python launch.py --config=configs/proyecto4/exp2.py --workdir=runs/proyecto4/exp2
+    python launch.py --config=configs/proyecto4/exp2.py
 
 Report: proyecto4.txt, "segundo modelo". Reported test accuracy 77.43% (prose only, no
 printout). 159,146 params, as printed. Adam (inferred), batch 64, up to 200 epochs;

@@ -1,6 +1,6 @@
 """proyecto4 exp3, "tercer modelo": doubled convs with BN, and a stray fourth pooling.
 
-    python launch.py --config=configs/proyecto4/exp3.py --workdir=runs/proyecto4/exp3
+    python launch.py --config=configs/proyecto4/exp3.py
 
 Report: proyecto4.txt, "tercer modelo". Reported test accuracy 80.360% (printed `> 80.360`).
 305,546 params (304,650 trainable, 896 non-trainable), as printed. Conv 32-32 (BN after each

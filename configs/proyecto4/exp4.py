@@ -1,6 +1,6 @@
 """proyecto4 exp4, "cuarto modelo": conv pairs 64 / 128 / 256 with BN, heavy Dropout, batch 128.
 
-    python launch.py --config=configs/proyecto4/exp4.py --workdir=runs/proyecto4/exp4
+    python launch.py --config=configs/proyecto4/exp4.py
 
 Report: proyecto4.txt, "cuarto modelo". No test accuracy is printed for this model (exp8's text
 implies about 85%). 1,709,514 params (1,707,466 trainable, 2,048 non-trainable), as printed (the

@@ -1,6 +1,6 @@
 """proyecto4 exp5: exp4's network with l2(0.0005) and he_uniform, trained with SGD.
 
-    python launch.py --config=configs/proyecto4/exp5.py --workdir=runs/proyecto4/exp5
+    python launch.py --config=configs/proyecto4/exp5.py
 
 Report: proyecto4.txt, the model after "cuarto modelo" (l2_reg = ks.regularizers.l2(0.0005)).
 Reported test accuracy 85.770% (printed `> 85.770`). 1,709,514 params (2,048 non-trainable), as

@@ -1,6 +1,6 @@
 """proyecto4 exp6: l2 lowered to 0.0001, a Dense(256) first head layer, Dropout 0.7.
 
-    python launch.py --config=configs/proyecto4/exp6.py --workdir=runs/proyecto4/exp6
+    python launch.py --config=configs/proyecto4/exp6.py
 
 Report: proyecto4.txt, the model after exp5 (l2_reg = ks.regularizers.l2(0.0001)). Reported test
 accuracy 84.650% (printed `> 84.650`). 2,267,210 params (2,264,906 trainable, 2,304

@@ -1,6 +1,6 @@
 """proyecto4 exp7, "un modelo diferente": relu/swish alternating, a Conv(512) block, Adam.
 
-    python launch.py --config=configs/proyecto4/exp7.py --workdir=runs/proyecto4/exp7
+    python launch.py --config=configs/proyecto4/exp7.py
 
 Report: proyecto4.txt, exp7 ("modelo 7"). Reported test accuracy 88.560% (printed `> 88.560`).
 6,797,898 params (6,793,034 trainable, 4,864 non-trainable), as printed. Conv pairs 64 (swish) |

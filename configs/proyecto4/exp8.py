@@ -1,6 +1,6 @@
 """proyecto4 exp8: exp4's network with lower Dropout, trained on ImageDataGenerator batches.
 
-    python launch.py --config=configs/proyecto4/exp8.py --workdir=runs/proyecto4/exp8
+    python launch.py --config=configs/proyecto4/exp8.py
 
 Report: proyecto4.txt, exp8 ("similar a la utilizada en el modelo 4"). Reported test accuracy
 88.430% (printed `> 88.430`). 1,709,514 params (2,048 non-trainable), as printed. exp4's layers

@@ -1,6 +1,6 @@
 """proyecto4 exp9: exp7-style relu/swish network with less Dropout, plus exp8's augmentation.
 
-    python launch.py --config=configs/proyecto4/exp9.py --workdir=runs/proyecto4/exp9
+    python launch.py --config=configs/proyecto4/exp9.py
 
 Report: proyecto4.txt, exp9. Reported test accuracy 90.45% (prose only: "hemos logrado arribar al
 90.45% de accuracy"). 6,797,898 params (4,864 non-trainable), as printed. Conv pairs 64 (swish)

@@ -1,1 +1,1 @@
-"""redes report (CIFAR 10 Redes Neuronales): models m0-m6 as configs; common.py holds what they share."""
+"""redes report (CIFAR 10 Redes Neuronales): m0-m6 as configs; common.py holds what they share."""

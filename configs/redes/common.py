@@ -17,8 +17,8 @@ Never shown, so assumed (override any of them from the command line):
 * Pixels scaled by 1/255.
 """
 
-from configs import base
 from configs import layers as L
+from configs import reports
 
 REPORT = 'redes (CIFAR 10 Redes Neuronales, A. Navarro Barrero)'
 NUM_VALIDATION = 10000
@@ -26,17 +26,10 @@ EARLY_STOPPING_PATIENCE = 5  # Assumed; see the module docstring.
 
 
 def get_base(name: str, section: str, reported_test_accuracy: float | None, *, epochs=20):
-  c = base.get_config()
-  c.name = f'redes/{name}'
-  c.report = f'{REPORT}, {section}'
-  c.reported_test_accuracy = reported_test_accuracy
+  c = reports.experiment('redes', REPORT, name, section, reported_test_accuracy, batch_size=512,
+                         epochs=epochs)
   c.data.num_validation = NUM_VALIDATION
-  c.optim.name = 'adam'
-  c.optim.learning_rate = 1e-3
-  c.train.batch_size = 512
-  c.train.epochs = epochs
-  for monitor in ('loss', 'accuracy'):
-    base.add_early_stopping(c, monitor, monitor, patience=EARLY_STOPPING_PATIENCE)
+  reports.add_early_stopping(c, ('loss', 'accuracy'), EARLY_STOPPING_PATIENCE)
   return c
 
 

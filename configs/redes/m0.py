@@ -1,6 +1,6 @@
 """redes m0, "Modelo basico, sin modificar": one 6x6 conv with 3 filters, Dense 32.
 
-    python launch.py --config=configs/redes/m0.py --workdir=runs/redes/m0
+    python launch.py --config=configs/redes/m0.py
 
 Report: redes.txt, first slide ("Modelo basico, sin ..."). Reported test accuracy 48.17% (prose:
 "llegamos a un accuracy en test de 48.17%"). 98,993 params, as printed. Conv2D(3, 6x6, 'same')

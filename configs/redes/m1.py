@@ -1,6 +1,6 @@
 """redes m1: three 6x6 convs (16 / 32 / 64), each max-pooled, Dense 32.
 
-    python launch.py --config=configs/redes/m1.py --workdir=runs/redes/m1
+    python launch.py --config=configs/redes/m1.py
 
 Report: redes.txt, second slide ("Modelo ...", heading cut). Reported test accuracy 66.47%
 (prose). 127,130 params, as printed. Three Conv2D(f, 6x6, 'same') with f = 16, 32, 64, each

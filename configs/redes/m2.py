@@ -1,6 +1,6 @@
 """redes m2, "Modelo con [Dropout]": convs 32 (6x6) / 64 / 128 (3x3), Dropout, Dense 128.
 
-    python launch.py --config=configs/redes/m2.py --workdir=runs/redes/m2
+    python launch.py --config=configs/redes/m2.py
 
 Report: redes.txt, third slide ("Modelo con ..."). No exact test accuracy: the prose says "casi
 un 73%" (almost 73%). 359,402 params, as printed. Conv2D(32, 6x6) - MaxPool; Conv2D(64, 3x3) -
@@ -14,7 +14,7 @@ validation = last 10,000 training images; pixels / 255.
 from configs.redes import common
 
 
-def get_config():
-  c = common.get_base('m2', '"Modelo con [Dropout]"', None)
-  c.model.layers = common.small_cnn_layers(batch_norm=False)
+def get_config(name='m2', section='"Modelo con [Dropout]"', batch_norm=False):
+  c = common.get_base(name, section, None)
+  c.model.layers = common.small_cnn_layers(batch_norm=batch_norm)
   return c

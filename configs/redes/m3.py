@@ -1,6 +1,6 @@
 """redes m3, "Modelo con Batch [Normalization]": m2 + BatchNormalization after each conv.
 
-    python launch.py --config=configs/redes/m3.py --workdir=runs/redes/m3
+    python launch.py --config=configs/redes/m3.py
 
 Report: redes.txt, fourth slide ("Modelo con Batch"). No test accuracy is reported; the text says
 BatchNormalization did not improve on m2's almost 73%. 360,298 params (359,850 trainable, 448
@@ -12,10 +12,8 @@ Assumptions (see common.py): Adam (lr 1e-3); EarlyStopping(loss, 5) and (accurac
 validation = last 10,000 training images; pixels / 255.
 """
 
-from configs.redes import common
+from configs.redes import m2
 
 
 def get_config():
-  c = common.get_base('m3', '"Modelo con Batch Normalization"', None)
-  c.model.layers = common.small_cnn_layers(batch_norm=True)
-  return c
+  return m2.get_config('m3', '"Modelo con Batch Normalization"', batch_norm=True)

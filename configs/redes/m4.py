@@ -1,6 +1,6 @@
 """redes m4, "Modelo con Mayor Profundidad": a VGG-style net, conv pairs 64 / 128 / 256 with BN.
 
-    python launch.py --config=configs/redes/m4.py --workdir=runs/redes/m4
+    python launch.py --config=configs/redes/m4.py
 
 Report: redes.txt, "Modelo con Mayor Profundidad". Reported test accuracy 82.550% (printed
 `> 82.550`). 3,253,834 params (3,251,018 trainable; the Non-trainable line is lost in conversion,

@@ -1,6 +1,6 @@
 """redes m5, "Modelo con Data Aumentation": m4 trained on ImageDataGenerator batches of 32.
 
-    python launch.py --config=configs/redes/m5.py --workdir=runs/redes/m5
+    python launch.py --config=configs/redes/m5.py
 
 Report: redes.txt, "Modelo con Data Aumentation". Reported test accuracy 84.730% (printed
 `> 84.730`). 3,253,834 params (2,816 non-trainable), m4's network (fresh weights, as the code

@@ -1,6 +1,6 @@
 """redes m6, "Modelo Final": m5 trained for 100 epochs, the report's best (90.1%).
 
-    python launch.py --config=configs/redes/m6.py --workdir=runs/redes/m6
+    python launch.py --config=configs/redes/m6.py
 
 Report: redes.txt, "Modelo Final". Reported test accuracy 90.120% (printed `>> 90.120`).
 3,253,834 params (2,816 non-trainable), m4's network. m5's ImageDataGenerator and
