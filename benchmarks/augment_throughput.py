@@ -31,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # The repo
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
+from keras.src.legacy.preprocessing import image as keras_image
 import numpy as np
 
 from cifar_jax.data import augment
@@ -104,7 +105,6 @@ def pipeline_throughput(generator_settings, layers, batch_size: int, iters: int)
 
 def keras_flow_throughput(generator_settings, batch_size: int, batches: int) -> float:
   """Images/s of Keras's ImageDataGenerator(...).flow, as the reports call it."""
-  from keras.src.legacy.preprocessing import image as keras_image  # pylint: disable=g-import-not-at-top
   images, labels = images_and_labels(batch_size * 2)
   generator = keras_image.ImageDataGenerator(rescale=1 / 255, **generator_settings)
   flow = generator.flow(images, labels, batch_size=batch_size, seed=0)

@@ -32,8 +32,11 @@ ATOL = 0.02
 SEAM_PX = 1e-3
 
 # Keras's legacy code imports affine_transform from a namespace scipy deprecates.
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Please import `affine_transform`:DeprecationWarning')
+pytestmark = [
+    pytest.mark.filterwarnings('ignore:Please import `affine_transform`:DeprecationWarning'),
+    # ml_collections's config file loader, in parse_flags.
+    pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning'),
+]
 
 apply_jit = jax.jit(augment.apply_transform, static_argnames='fill_mode')
 KERAS_NAMES = {'flip_h': 'flip_horizontal', 'flip_v': 'flip_vertical'}  # Ours -> Keras's.

@@ -176,9 +176,13 @@ def step_results_json(data_dir: str, names) -> str:
   return json.dumps(results)
 
 
-def _run_steps(data_dir, names):
+def _run_steps(data_dir, names, compilation_cache):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()}
+  if compilation_cache:  # A rerun loads the compiled steps instead of compiling them again.
+    env.update(JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   code = ('import sys; from tests import test_configs as t; '
           'print(t.step_results_json(sys.argv[1], sys.argv[2:]))')
   result = subprocess.run([sys.executable, '-c', code, data_dir, *names], cwd=REPO, env=env,
@@ -189,13 +193,17 @@ def _run_steps(data_dir, names):
 
 
 @pytest.fixture(scope='module')
-def step_results(synthetic_dir):
+def step_results(synthetic_dir, request):
   """One training step of every config, taken in two subprocesses side by side (each config
-  compiles its own step, the slow part), so that XLA's flags stay out of this process."""
+  compiles its own step, the slow part), so that XLA's flags stay out of this process. Compiled
+  programs are kept in pytest's cache folder (.pytest_cache) when there is one."""
+  cache = getattr(request.config, 'cache', None)
+  compilation_cache = cache.mkdir('xla_compilation_cache') if cache else None
   halves = (CONFIGS[0::2], CONFIGS[1::2])
   with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
     results = {}
-    for part in pool.map(lambda names: _run_steps(synthetic_dir, names), halves):
+    for part in pool.map(lambda names: _run_steps(synthetic_dir, names, compilation_cache),
+                         halves):
       results.update(part)
   return results
 

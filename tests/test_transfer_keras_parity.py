@@ -124,7 +124,8 @@ def transfer_config(name, *, layers=(), **backbone_options):
 
 
 def trainable_counts(keras_model):
-  count = lambda weights: sum(math.prod(w.shape) for w in weights)
+  def count(weights):
+    return sum(math.prod(w.shape) for w in weights)
   return count(keras_model.trainable_weights), count(keras_model.non_trainable_weights)
 
 

@@ -11,10 +11,10 @@ over examples):
 
 `validate_augment_config` checks the whole section, `layers` and `tta` included.
 
-Stage 1 reproduces what Keras 3's legacy `ImageDataGenerator` does between `get_random_transform` and
-`apply_transform` (keras/src/legacy/preprocessing/image.py): an affine warp sampled bilinearly
-(scipy.ndimage.affine_transform, order=1) with scipy's fill modes, the channel shift, the flips,
-then the brightness shift.
+Stage 1 reproduces what Keras 3's legacy `ImageDataGenerator` does between
+`get_random_transform` and `apply_transform` (keras/src/legacy/preprocessing/image.py): an affine
+warp sampled bilinearly (scipy.ndimage.affine_transform, order=1) with scipy's fill modes, the
+channel shift, the flips, then the brightness shift.
 
 Keras conventions kept on purpose, quirks included:
 

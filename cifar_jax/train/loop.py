@@ -359,6 +359,9 @@ class Run:
         'trainable_params': self.summary.trainable,
         'non_trainable_params': self.summary.non_trainable,
         'reported_test_accuracy': self.config.reported_test_accuracy,
+        # What inference needs to feed raw images like training did: (x - mean) / std.
+        'normalization': {'mean': list(self.state.input_pipeline.mean),
+                          'std': list(self.state.input_pipeline.std)},
         'data_source': self.splits.source,
         'num_train': len(self.splits.train),
         'num_validation': len(self.splits.validation or ()),
