@@ -182,7 +182,8 @@ def _run_steps(data_dir, names, compilation_cache):
   if compilation_cache:  # A rerun loads the compiled steps instead of compiling them again.
     env.update(JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+               JAX_COMPILATION_CACHE_MAX_SIZE=str(256 * 2**20))  # Oldest entries go first.
   code = ('import sys; from tests import test_configs as t; '
           'print(t.step_results_json(sys.argv[1], sys.argv[2:]))')
   result = subprocess.run([sys.executable, '-c', code, data_dir, *names], cwd=REPO, env=env,

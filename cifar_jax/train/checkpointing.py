@@ -13,7 +13,7 @@ killed mid-save leaves the previous checkpoint as the newest valid one.
 
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -113,10 +113,11 @@ class Checkpointer:
   def save_best(self, step: int, state) -> None:
     self._save(self.best, step, ocp.args.Composite(state=ocp.args.StandardSave(state)))
 
-  def restore_latest(self, state_template, snapshot_template):
+  def restore_latest(self, state_template: Callable[[dict], Any], snapshot_template):
     """(state, host, snapshots) of the newest readable checkpoint, or None if there is none.
 
-    `snapshot_template` is a pytree shaped like one EarlyStopping snapshot. A checkpoint that
+    `state_template(host)` gives a state shaped like the saved one, from the checkpoint's host
+    state; `snapshot_template` is shaped like one EarlyStopping snapshot. A checkpoint that
     cannot be read is reported and skipped in favour of the one before it.
     """
     failures = []
@@ -124,7 +125,7 @@ class Checkpointer:
       try:
         host = self.latest.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore()))
         host = host['host']
-        items = {'state': ocp.args.StandardRestore(_abstract(state_template))}
+        items = {'state': ocp.args.StandardRestore(_abstract(state_template(host)))}
         names = host.get('snapshot_names', [])
         if names:
           items['snapshots'] = ocp.args.StandardRestore(

@@ -7,6 +7,7 @@ configs/base.py); this checks values that need knowledge of the code.
 from cifar_jax.data import augment
 from cifar_jax.data import pipeline
 from cifar_jax.models import MODELS
+from cifar_jax.models import backbone
 
 
 class ConfigError(ValueError):
@@ -37,3 +38,13 @@ def check_config(config) -> None:
   _require(config.model.dtype in ('float32', 'bfloat16', 'float16'),
            f"model.dtype={config.model.dtype!r} must be 'float32', 'bfloat16' or 'float16'")
   augment.validate_augment_config(config.augment)
+  try:
+    backbone.check_transfer_config(config, TRANSFER_MODELS)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  _require(not (config.model.backbone.bottleneck and augment.make_augment_fn(config.augment)),
+           'model.backbone.bottleneck trains on features computed once, so it cannot use '
+           'config.augment; turn the augmentation off or the bottleneck mode off')
+
+
+TRANSFER_MODELS = ('vgg16', 'densenet121')  # Built by models/backbone.py.

@@ -26,6 +26,8 @@ from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
 from cifar_jax.train import progress
 from cifar_jax.train import sharding
+from cifar_jax.train import transfer
+from cifar_jax.train import freezing
 from cifar_jax.train import steps
 from cifar_jax.train.config_checks import ConfigError, check_config
 from cifar_jax.train.state import create_train_state
@@ -147,19 +149,56 @@ class Run:
     sharding.check_divisible(self.plan.batch_size, 'train.batch_size', self.mesh)
     sharding.check_divisible(self.plan.last_batch_size, "the epoch's last batch (set "
                              'train.steps_per_epoch to drop it)', self.mesh)
-    tx = optimizers.make_optimizer(config.optim, self.plan.steps_per_epoch,
-                                   self.plan.steps_per_epoch * config.train.epochs)
-    self.state = sharding.replicate(create_train_state(
-        config, model, tx, pipeline.make_input_pipeline(config, self.splits.train.images)),
-        self.mesh)
-    self.early_stoppers, self.plateau = callbacks_lib.make_callbacks(config.callbacks)
-    self.stopper_names = list(config.callbacks.early_stopping.keys())
+    self.input_pipeline = pipeline.make_input_pipeline(config, self.splits.train.images)
+    self.input_shape = tuple(config.model.input_shape)
+    self.bottleneck = transfer.uses_bottleneck(model, config)
+    if self.bottleneck:  # Train the head on backbone features computed once.
+      self.splits, self.input_shape = transfer.bottleneck_splits(
+          model, config, self.splits, self.input_pipeline, workdir)
+      self.input_pipeline = pipeline.InputPipeline(mean=(0.0,), std=(1.0,))
+    self.phases = freezing.fine_tuning_phases(config)
+    self.phase = freezing.phase_at(self.phases, 0)
+    self.state = self._new_state(self.phase)
     self.best_monitor = callbacks_lib.ModelCheckpointMonitor(config.checkpoint.monitor,
                                                              config.checkpoint.mode)
     self.checkpointer = (checkpointing.Checkpointer(workdir) if config.checkpoint.enabled
                          else None)
     self.run = RunState()
     self.snapshots = {}  # EarlyStopping name -> (params, batch_stats) of its best epoch.
+
+  def _phase_model_and_tx(self, phase):
+    """The model and (freezing-aware) optimizer of a fine-tuning phase."""
+    model = create_model(phase.config.model)
+    if self.bottleneck:
+      model = transfer.head_model(model)
+    phase_steps = self.plan.steps_per_epoch * (phase.end_epoch - phase.first_epoch)
+    tx = freezing.freeze_optimizer(
+        optimizers.make_optimizer(phase.config.optim, self.plan.steps_per_epoch, phase_steps),
+        model)
+    return model, tx
+
+  def _new_state(self, phase):
+    """A fresh, replicated state for `phase`, with the pretrained backbone loaded, and the
+    phase's callbacks (Keras builds new ones for each fit call)."""
+    model, tx = self._phase_model_and_tx(phase)
+    state = create_train_state(phase.config, model, tx, self.input_pipeline, self.input_shape)
+    state = transfer.load_pretrained(model, self.config, state)
+    self._make_callbacks(phase.config)
+    return sharding.replicate(state, self.mesh)
+
+  def _enter_phase(self, phase) -> None:
+    """Next fine-tuning phase: new freezing and LR, same weights (Keras: recompile, fit again)."""
+    model, tx = self._phase_model_and_tx(phase)
+    opt_state = jax.jit(tx.init)(self.state.params)
+    self.state = self.state.replace(apply_fn=model.apply, tx=tx, opt_state=opt_state)
+    self._make_callbacks(phase.config)
+    self.phase = phase
+    log.info('epoch %d: fine-tuning phase %d of %d', phase.first_epoch + 1,
+             self.phases.index(phase) + 1, len(self.phases))
+
+  def _make_callbacks(self, config) -> None:
+    self.early_stoppers, self.plateau = callbacks_lib.make_callbacks(config.callbacks)
+    self.stopper_names = list(config.callbacks.early_stopping.keys())
 
   # --- Resume ---------------------------------------------------------------------------------
 
@@ -171,8 +210,14 @@ class Run:
     if os.path.exists(config_path):
       with open(config_path) as f:
         checkpointing.check_same_config(json.load(f), self.config.to_dict(), self.workdir)
+    def template(host):  # The optimizer state's structure depends on the phase.
+      epoch = min(host['epoch'], self.config.train.epochs - 1)
+      self.phase = freezing.phase_at(self.phases, epoch)
+      self.state = self._new_state(self.phase)
+      return self.state
+
     restored = self.checkpointer.restore_latest(
-        self.state, (self.state.params, self.state.batch_stats))
+        template, (self.state.params, self.state.batch_stats))
     if restored is None:
       return False
     self.state, host, snapshots = restored
@@ -229,6 +274,9 @@ class Run:
     try:
       while not self.done:
         epoch = self.run.epoch
+        phase = freezing.phase_at(self.phases, epoch)
+        if phase is not self.phase:
+          self._enter_phase(phase)
         start = time.perf_counter()
         first_step = int(self.state.step)
         partial = self.run.partial_sums

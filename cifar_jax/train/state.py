@@ -39,8 +39,11 @@ def init_variables(model, input_shape, seed: int):
   return init(key)
 
 
-def create_train_state(config, model, tx, input_pipeline: InputPipeline) -> TrainState:
-  params, batch_stats = init_variables(model, config.model.input_shape, config.seed)
+def create_train_state(config, model, tx, input_pipeline: InputPipeline,
+                       input_shape=None) -> TrainState:
+  """A fresh state for `model`, whose inputs are `input_shape` (default config.model's)."""
+  params, batch_stats = init_variables(model, input_shape or config.model.input_shape,
+                                       config.seed)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
                            label_smoothing=float(config.loss.label_smoothing))

@@ -1,0 +1,301 @@
+"""Top classes for image files, from a finished run's checkpoint.
+
+    python -m cifar_jax.predict --workdir=runs/exp0 cat.png photos/ [--checkpoint=best|latest]
+        [--top=3] [--json]
+
+Images go in as the training data did: decoded to RGB, resized to the model's input size with
+Pillow's bilinear filter (antialiased: when shrinking, the filter widens with the scale factor)
+and kept as uint8 0..255; the run's input pipeline then normalises them, (x - mean) / std with
+results.json's `normalization`. The aspect ratio is not kept (Keras's load_img(target_size)
+squashes too). A folder contributes its .png/.jpg/.jpeg files.
+
+In a script:
+
+    predictor = load_predictor('runs/exp0')               # best checkpoint
+    probabilities = predictor.predict(uint8_images)        # [N, H, W, 3] -> [N, classes]
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+from cifar_jax.data import pipeline
+from cifar_jax.models import create_model
+from cifar_jax.report import run_files
+from cifar_jax.train import checkpointing
+from cifar_jax.train import freezing
+from cifar_jax.train import loop
+from cifar_jax.train import optimizers
+from cifar_jax.train import steps
+from cifar_jax.train import transfer
+from cifar_jax.train.state import TrainState, create_train_state
+
+CHECKPOINTS = ('best', 'latest')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+RESIZE_METHOD = 'Pillow bilinear (antialiased)'
+
+
+class PredictError(ValueError):
+  """A run or an image cannot be used for prediction; the message says which and why."""
+
+
+class ImageError(PredictError):
+  """An image file is missing or cannot be decoded; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """A restored model with its input pipeline: uint8 images in, class probabilities out."""
+  state: TrainState
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]  # (H, W, C) the model takes.
+  checkpoint: str  # 'best' or 'latest'.
+  step: int  # The training step the checkpoint was taken at.
+  batch_size: int  # Images per device call (the run's eval_batch_size).
+
+  def predict(self, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (float32 [N, classes]) of uint8 images [N, H, W, C]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+      raise ValueError(f'expected uint8 images of shape [N, {", ".join(map(str, self.image_shape))}]'
+                       f', got {images.dtype} {images.shape} (read_images prepares files)')
+    if not len(images):
+      return np.zeros((0, len(self.class_names)), np.float32)
+    # The batching the run used for predictions.npz: whole batches, the last one padded.
+    batches = pipeline.make_eval_batches(
+        pipeline.Split(images, np.zeros(len(images), np.int32)), self.batch_size)
+    probabilities = jax.device_get(steps.predict_batches(self.state, batches.images))
+    return np.asarray(probabilities, np.float32).reshape(-1, len(self.class_names))[:len(images)]
+
+
+def config_from_json(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """config.json as the ConfigDict the run had: JSON arrays back to tuples, which the configs
+  use throughout (model layers become hashable module attributes)."""
+  def tuples(value):
+    if isinstance(value, Mapping):
+      return {k: tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+      return tuple(tuples(v) for v in value)
+    return value
+  return ml_collections.ConfigDict(tuples(config))
+
+
+def normalization(run: run_files.Run) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """The (mean, std) the run's input pipeline normalised with."""
+  recorded = run.results.get('normalization')
+  if recorded:
+    return tuple(recorded['mean']), tuple(recorded['std'])
+  # Runs older than the `normalization` record: the fixed kinds need no training data.
+  kind = run.config['data']['normalization']
+  if kind == 'standardize':
+    raise run_files.RunFilesError(
+        f'{os.path.join(run.workdir, "results.json")} has no "normalization" and the run '
+        "standardised with its training set's statistics; rerun it to record them.")
+  channels = run.config['model']['input_shape'][-1]
+  return pipeline.normalization_constants(kind, np.zeros((1, channels), np.uint8))
+
+
+def state_template(config, run: run_files.Run, epoch: int) -> TrainState:
+  """An abstract TrainState shaped like the run's at 0-based `epoch`, built as the training loop
+  builds its own but without data: the fine-tuning phase of that epoch decides the frozen layers
+  and so the optimizer state's structure.
+  """
+  phase = freezing.phase_at(freezing.fine_tuning_phases(config),
+                            min(max(epoch, 0), config.train.epochs - 1))
+  model = create_model(phase.config.model)
+  plan = steps_per_epoch(config, run)
+  tx = freezing.freeze_optimizer(optimizers.make_optimizer(
+      phase.config.optim, plan, plan * (phase.end_epoch - phase.first_epoch)), model)
+  mean, std = normalization(run)
+  return jax.eval_shape(lambda: create_train_state(phase.config, model, tx,
+                                                   pipeline.InputPipeline(mean, std)))
+
+
+def steps_per_epoch(config, run: run_files.Run) -> int:
+  return loop.EpochPlan.create(run.results['num_train'], config.train.batch_size,
+                               config.train.steps_per_epoch).steps_per_epoch
+
+
+def restore_state(config, run: run_files.Run, checkpoint: str) -> TrainState:
+  """The `checkpoint` ('best' or 'latest') TrainState of the run.
+
+  Raises:
+    checkpointing.CheckpointError: the workdir has no such checkpoint.
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f'checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}')
+  folder = os.path.join(run.workdir, 'checkpoints')
+  # Checked first: the Checkpointer creates missing folders, and predicting writes nothing.
+  if not all(os.path.isdir(os.path.join(folder, kind)) for kind in CHECKPOINTS):
+    raise checkpointing.CheckpointError(
+        f'no checkpoint in {folder}: the run was trained with checkpoint.enabled=False, or its '
+        'checkpoints were moved.')
+  template = functools.partial(state_template, config, run)
+  checkpointer = checkpointing.Checkpointer(run.workdir)
+  try:
+    if checkpoint == 'best':
+      # Saved at the end of an epoch, by the step count of the epochs so far.
+      step = checkpointer.best.latest_step() or 0  # restore_best reports a missing one.
+      return checkpointer.restore_best(template(step // steps_per_epoch(config, run) - 1))
+    first = template(0)
+    restored = checkpointer.restore_latest(lambda host: template(_last_trained_epoch(host)),
+                                           (first.params, first.batch_stats))
+    if restored is None:
+      raise checkpointing.CheckpointError(f'no latest checkpoint in {checkpointer.directory}: '
+                                          'the run has not saved one yet.')
+    return restored[0]
+  finally:
+    checkpointer.close()
+
+
+def _last_trained_epoch(host: Mapping[str, Any]) -> int:
+  """The 0-based epoch whose steps a latest checkpoint holds: the one in progress for a save
+  within an epoch, else the last one completed."""
+  return host['epoch'] if host.get('partial_sums') is not None else host['epoch'] - 1
+
+
+def load_predictor(workdir: str, checkpoint: str = 'best') -> Predictor:
+  """Restores a finished run's 'best' (ModelCheckpoint) or 'latest' (end of training) state.
+
+  Raises:
+    run_files.RunFilesError: config.json, results.json or predictions.npz is missing or
+      unreadable (named).
+    checkpointing.CheckpointError: the workdir has no such checkpoint.
+    PredictError: the run's checkpoints cannot classify images.
+  """
+  run = run_files.load_run(workdir)
+  class_names = run.predictions().class_names
+  config = config_from_json(run.config)
+  if transfer.uses_bottleneck(create_model(config.model), config):
+    raise PredictError(f'{workdir} trained model.backbone.bottleneck: its checkpoints hold the '
+                       'head alone, without the backbone, so they cannot classify images.')
+  state = restore_state(config, run, checkpoint)
+  return Predictor(state=state, class_names=class_names,
+                   image_shape=tuple(config.model.input_shape), checkpoint=checkpoint,
+                   step=int(state.step), batch_size=config.train.eval_batch_size)
+
+
+def image_paths(paths: Sequence[str]) -> list[str]:
+  """Files as given; each folder's PNG/JPEG files, sorted by name.
+
+  Raises:
+    ImageError: a path does not exist, or a folder holds no PNG/JPEG file.
+  """
+  found = []
+  for path in paths:
+    if os.path.isdir(path):
+      files = sorted(os.path.join(path, name) for name in os.listdir(path)
+                     if name.lower().endswith(IMAGE_SUFFIXES))
+      if not files:
+        raise ImageError(f'{path}: the folder holds no {"/".join(IMAGE_SUFFIXES)} file')
+      found += files
+    elif os.path.exists(path):
+      found.append(path)
+    else:
+      raise ImageError(f'{path}: no such file or folder')
+  return found
+
+
+def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
+  """One file as uint8 [H, W, C] of `image_shape` (C = 3: RGB, C = 1: greyscale).
+
+  Raises:
+    ImageError: the file cannot be read or decoded (named, with the reason).
+  """
+  height, width, channels = image_shape
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)  # Camera JPEGs: upright, as a viewer shows them.
+      image = image.convert('RGB' if channels == 3 else 'L')  # Decodes the whole file.
+      if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+      pixels = np.asarray(image, np.uint8)
+  except Exception as e:  # pylint: disable=broad-except  (Pillow's decoders raise many kinds)
+    raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from e
+  return pixels.reshape(height, width, channels)
+
+
+def read_images(paths: Sequence[str], image_shape: Sequence[int]) -> np.ndarray:
+  """uint8 [N, H, W, C]; every file is read before any prediction, so a bad one costs little."""
+  return np.stack([read_image(path, image_shape) for path in paths])
+
+
+def top_classes(probabilities: np.ndarray, class_names: Sequence[str],
+                k: int) -> list[list[tuple[str, float]]]:
+  """Per image, the k most probable (class name, probability), most probable first."""
+  order = np.argsort(-probabilities, axis=1, kind='stable')[:, :k]
+  return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probabilities, order)]
+
+
+def format_text(predictor: Predictor, workdir: str, paths: Sequence[str],
+                tops: Sequence[Sequence[tuple[str, float]]]) -> str:
+  width = max(len(name) for top in tops for name, _ in top)
+  lines = [f'{workdir}, {predictor.checkpoint} checkpoint (step {predictor.step}); images '
+           f'resized {_resize_text(predictor)} where needed']
+  for path, top in zip(paths, tops):
+    lines.append(path)
+    lines += [f'  {rank}. {name:<{width}} {100 * p:6.2f}%' for rank, (name, p)
+              in enumerate(top, start=1)]
+  return '\n'.join(lines)
+
+
+def format_json(predictor: Predictor, workdir: str, paths: Sequence[str],
+                tops: Sequence[Sequence[tuple[str, float]]]) -> str:
+  return json.dumps({
+      'workdir': workdir, 'checkpoint': predictor.checkpoint, 'step': predictor.step,
+      'resize': _resize_text(predictor),
+      'images': [{'path': path, 'top': [{'class': name, 'probability': p} for name, p in top]}
+                 for path, top in zip(paths, tops)],
+  }, indent=2)
+
+
+def _resize_text(predictor: Predictor) -> str:
+  height, width, _ = predictor.image_shape
+  return f'to {width}x{height} with {RESIZE_METHOD}'
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m cifar_jax.predict', description=__doc__.split('\n\n', 1)[0],
+      epilog=__doc__.split('\n\n')[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders')
+  parser.add_argument('--workdir', required=True, help='a finished run folder')
+  parser.add_argument('--checkpoint', choices=CHECKPOINTS, default='best',
+                      help="'best' (ModelCheckpoint's epoch, the default) or 'latest' (the "
+                           'last saved training state)')
+  parser.add_argument('--top', type=int, default=3, help='classes per image (default 3)')
+  parser.add_argument('--json', action='store_true', help='machine-readable output')
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> int:
+  args = parse_args(argv)
+  if args.top < 1:
+    print(f'error: --top={args.top} must be at least 1', file=sys.stderr)
+    return 2
+  try:
+    run = run_files.load_run(args.workdir)  # Its input shape, before loading a model.
+    paths = image_paths(args.images)
+    images = read_images(paths, run.config['model']['input_shape'])
+    predictor = load_predictor(args.workdir, args.checkpoint)
+  except (PredictError, run_files.RunFilesError, checkpointing.CheckpointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  tops = top_classes(predictor.predict(images), predictor.class_names, args.top)
+  output = format_json if args.json else format_text
+  print(output(predictor, args.workdir, paths, tops))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
