@@ -3,8 +3,8 @@ blocks 1-2 frozen, a new conv and exp11's classifier on top.
 
     python launch.py --config=configs/exp12.py --workdir=runs/exp12
 
-Not trainable end to end yet: the training loop does not load the backbone weights, freeze
-layers or wrap the optimizer (cifar_jax/train/freezing.py) until it is wired; `--summary` works.
+Needs Keras's ImageNet weight file (model.backbone.weights='imagenet' reads it from
+~/.keras/models, downloading it where there is internet; or give a path).
 
 Report: entregable4.txt, "Experimento 12 - Transfer Learning + Data Augmentation (85,9%
 accuracy)". Reported test accuracy 85.910%. `VGG16(include_top=False, weights='imagenet',

@@ -3,8 +3,8 @@ head trained on ImageNet VGG16 bottleneck features of images resized to 224x224.
 
     python launch.py --config=configs/arquitecturas/tl_basic.py --workdir=runs/arquitecturas/tl_basic
 
-Not trainable end to end yet: the training loop does not load the backbone weights or run the
-bottleneck mode (cifar_jax/models/backbone.py) until it is wired; `--summary` works.
+Needs Keras's ImageNet weight file (model.backbone.weights='imagenet' reads it from
+~/.keras/models, downloading it where there is internet; or give a path).
 
 Report: arquitecturas.txt, "Basic Transfer Learning". Reported test accuracy 75.19%.
 Resizing(224, 224, bilinear) -> VGG16(include_top=False, weights='imagenet') -> Flatten:

@@ -3,8 +3,8 @@ with ImageNet DenseNet121, its last 30 layers fine-tuned, Adam(1e-5) and patienc
 
     python launch.py --config=configs/arquitecturas/tl_densenet121.py --workdir=runs/arquitecturas/tl_densenet121
 
-Not trainable end to end yet: the training loop does not load the backbone weights, freeze
-layers or wrap the optimizer (cifar_jax/train/freezing.py) until it is wired; `--summary` works.
+Needs Keras's ImageNet weight file (model.backbone.weights='imagenet' reads it from
+~/.keras/models, downloading it where there is internet; or give a path).
 
 Report: arquitecturas.txt, "Transfer Learning Fine Tuning con Data Augmentation DenseNet121".
 Reported test accuracy 90.370%. 19,918,538 params (13,519,882 trainable, 6,398,656

@@ -3,8 +3,8 @@ VGG16 on inputs resized to 224x224, block5 fine-tuned with a new head, with augm
 
     python launch.py --config=configs/arquitecturas/tl_vgg16.py --workdir=runs/arquitecturas/tl_vgg16
 
-Not trainable end to end yet: the training loop does not load the backbone weights, freeze
-layers or wrap the optimizer (cifar_jax/train/freezing.py) until it is wired; `--summary` works.
+Needs Keras's ImageNet weight file (model.backbone.weights='imagenet' reads it from
+~/.keras/models, downloading it where there is internet; or give a path).
 
 Report: arquitecturas.txt, "Transfer Learning Fine Tuning con Data Augmentation VGG16". Reported
 test accuracy 87.16%. 21,173,194 params (13,537,162 trainable, 7,636,032 non-trainable).
