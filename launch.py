@@ -20,6 +20,8 @@ flags.DEFINE_string('workdir', None, 'Where the run writes its files (default: r
 flags.DEFINE_bool('summary', False, 'Print the model summary and exit.')
 flags.DEFINE_enum('evaluate', None, ['best', 'latest'],
                   'Evaluate this checkpoint of --workdir on validation and test, without training.')
+flags.DEFINE_string('preview_augmentation', None, 'Write a PNG grid of training images and their '
+                    'augmented versions (what the model sees) to this path, and exit.')
 flags.DEFINE_bool('fresh', False, 'Start over: move an existing --workdir aside (renamed with a '
                   'timestamp, nothing is deleted) instead of resuming it.')
 flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0.')
@@ -58,6 +60,11 @@ def main(argv):
   if FLAGS.summary:
     print(format_summary(summarize(create_model(config.model), config.model.input_shape),
                          title=config.name))
+    return
+  if FLAGS.preview_augmentation:
+    from cifar_jax.data import preview  # pylint: disable=g-import-not-at-top
+    preview.write_preview(config, FLAGS.preview_augmentation)
+    print(f'wrote {FLAGS.preview_augmentation}')
     return
   workdir = FLAGS.workdir or os.path.join('runs', config.name)
   # Before anything touches the devices.

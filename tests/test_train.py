@@ -146,3 +146,16 @@ def test_validation_is_the_end_of_the_training_arrays_like_keras(n, num_validati
 def test_validation_settings_conflict_is_an_error():
   with pytest.raises(ValueError, match='only one'):
     pipeline.validation_size(100, 10, 0.1)
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(arrays):
+  train, test = arrays
+  config = tiny_config()
+  config.augment.tta = 'flip'
+  state = make_state(config, train.images)
+  images = jnp.asarray(test.images[:8])
+  got = steps.predict_step(state, images)
+  plain = state.replace(tta='none')
+  logits = lambda x: jnp.log(steps.predict_step(plain, x))  # log-softmax: logits up to a constant
+  expected = jax.nn.softmax(0.5 * (logits(images) + logits(images[:, :, ::-1])))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -29,6 +29,7 @@ import numpy as np
 
 from cifar_jax.models import keras_weights
 from cifar_jax.models import layer_stack
+from cifar_jax.models import pooling
 
 # Keras class of each layer kind, for the summary.
 KERAS_CLASSES = {
@@ -153,7 +154,7 @@ class KerasGraph(nn.Module):
       window = _pair(layer.get('pool_size'))
       strides = _pair(layer.get('strides') or layer.get('pool_size'))
       if kind == 'max_pooling2d':
-        return nn.max_pool(x, window, strides, 'VALID')
+        return pooling.max_pool(x, window, strides, 'VALID')
       return nn.avg_pool(x, window, strides, 'VALID')
     if kind == 'global_average_pooling2d':
       return jnp.mean(x, axis=(1, 2))

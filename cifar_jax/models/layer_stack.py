@@ -15,6 +15,8 @@ from flax.core import FrozenDict
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cifar_jax.models import pooling
+
 # Every argument each layer type accepts, with Keras's default. Anything else is an error.
 LAYER_ARGS = {
     'conv2d': dict(filters=None, kernel_size=None, strides=1, padding='valid', activation=None,
@@ -165,7 +167,7 @@ class LayerStack(nn.Module):
         strides = _pair(layer['strides'] if layer['strides'] is not None else layer['pool_size'])
         padding = layer['padding'].upper()
         if kind == 'max_pooling2d':
-          x = nn.max_pool(x, window, strides, padding)
+          x = pooling.max_pool(x, window, strides, padding)
         else:  # Keras (like TF) leaves the padding out of the average.
           x = nn.avg_pool(x, window, strides, padding, count_include_pad=False)
       elif kind == 'global_average_pooling2d':

@@ -18,11 +18,13 @@ class TrainState(train_state.TrainState):
     augmentation randomness is a pure function of (seed, step) and a resumed run repeats it.
   input_pipeline: static; turns uint8 batches into (augmented) normalised floats on the device.
   label_smoothing: static; Keras CategoricalCrossentropy(label_smoothing=...) semantics.
+  tta: static; test-time augmentation of eval and predict ('none' | 'flip' | 'flip_translate').
   """
   batch_stats: Any
   rng: jax.Array
   input_pipeline: InputPipeline = flax.struct.field(pytree_node=False, default=None)
   label_smoothing: float = flax.struct.field(pytree_node=False, default=0.0)
+  tta: str = flax.struct.field(pytree_node=False, default='none')  # Eval-time augmentation.
 
 
 def init_variables(model, input_shape, seed: int):
@@ -46,7 +48,8 @@ def create_train_state(config, model, tx, input_pipeline: InputPipeline,
                                        config.seed)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
-                           label_smoothing=float(config.loss.label_smoothing))
+                           label_smoothing=float(config.loss.label_smoothing),
+                           tta=config.augment.tta)
 
 
 # Independent random streams folded out of the run's base key.

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cifar_jax.data import research_augment
 from cifar_jax.train.state import DATA_STREAM, TRAIN_STREAM, TrainState
 
 
@@ -58,12 +59,18 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   return state, _sums(jnp.broadcast_to(loss, labels.shape), logits, labels, ones)
 
 
+def _inference_logits(state: TrainState, images, mutable=False):
+  """Logits in inference mode, averaged over the test-time augmentation views if configured."""
+  x = state.input_pipeline(None, images, train=False)
+  apply = lambda v: state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, v,
+                                   train=False, mutable=mutable)
+  return research_augment.tta_logits(apply, x, state.tta, has_aux=bool(mutable))
+
+
 def eval_step(state: TrainState, batch) -> dict:
   """Metric sums on one batch in inference mode; padded examples (mask 0) count for nothing."""
-  images = state.input_pipeline(None, batch['image'], train=False)
   labels = batch['label']
-  logits, mutated = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                                   images, train=False, mutable=['losses'])
+  logits, mutated = _inference_logits(state, batch['image'], mutable=['losses'])
   # Keras's val_loss includes the regularisation penalty too.
   loss = cross_entropy(logits, labels, state.label_smoothing) + regularization_loss(mutated)
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
@@ -72,10 +79,7 @@ def eval_step(state: TrainState, batch) -> dict:
 
 def predict_step(state: TrainState, images) -> jax.Array:
   """Class probabilities for a batch of raw images."""
-  x = state.input_pipeline(None, images, train=False)
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, x,
-                          train=False)
-  return jax.nn.softmax(logits)
+  return jax.nn.softmax(_inference_logits(state, images))
 
 
 # --- On-device data: the loop's jitted entry points. ---------------------------------------
