@@ -35,7 +35,6 @@ from cifar_jax.report import run_files
 from cifar_jax.train import checkpointing
 from cifar_jax.train import freezing
 from cifar_jax.train import loop
-from cifar_jax.train import optimizers
 from cifar_jax.train import steps
 from cifar_jax.train import transfer
 from cifar_jax.train.state import TrainState, create_train_state
@@ -67,8 +66,9 @@ class Predictor:
     """Class probabilities (float32 [N, classes]) of uint8 images [N, H, W, C]."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
-      raise ValueError(f'expected uint8 images of shape [N, {", ".join(map(str, self.image_shape))}]'
-                       f', got {images.dtype} {images.shape} (read_images prepares files)')
+      shape = ', '.join(map(str, self.image_shape))
+      raise ValueError(f'expected uint8 images of shape [N, {shape}], got {images.dtype} '
+                       f'{images.shape} (read_images prepares files)')
     if not len(images):
       return np.zeros((0, len(self.class_names)), np.float32)
     # The batching the run used for predictions.npz: whole batches, the last one padded.
@@ -110,12 +110,8 @@ def state_template(config, run: run_files.Run, epoch: int) -> TrainState:
   builds its own but without data: the fine-tuning phase of that epoch decides the frozen layers
   and so the optimizer state's structure.
   """
-  phase = freezing.phase_at(freezing.fine_tuning_phases(config),
-                            min(max(epoch, 0), config.train.epochs - 1))
-  model = create_model(phase.config.model)
-  plan = steps_per_epoch(config, run)
-  tx = freezing.freeze_optimizer(optimizers.make_optimizer(
-      phase.config.optim, plan, plan * (phase.end_epoch - phase.first_epoch)), model)
+  phase = freezing.phase_of_epoch(freezing.fine_tuning_phases(config), config, epoch)
+  model, tx = freezing.phase_model_and_tx(phase, steps_per_epoch(config, run))
   mean, std = normalization(run)
   return jax.eval_shape(lambda: create_train_state(phase.config, model, tx,
                                                    pipeline.InputPipeline(mean, std)))
@@ -148,7 +144,7 @@ def restore_state(config, run: run_files.Run, checkpoint: str) -> TrainState:
       step = checkpointer.best.latest_step() or 0  # restore_best reports a missing one.
       return checkpointer.restore_best(template(step // steps_per_epoch(config, run) - 1))
     first = template(0)
-    restored = checkpointer.restore_latest(lambda host: template(_last_trained_epoch(host)),
+    restored = checkpointer.restore_latest(lambda host: template(freezing.saved_epoch(host)),
                                            (first.params, first.batch_stats))
     if restored is None:
       raise checkpointing.CheckpointError(f'no latest checkpoint in {checkpointer.directory}: '
@@ -156,12 +152,6 @@ def restore_state(config, run: run_files.Run, checkpoint: str) -> TrainState:
     return restored[0]
   finally:
     checkpointer.close()
-
-
-def _last_trained_epoch(host: Mapping[str, Any]) -> int:
-  """The 0-based epoch whose steps a latest checkpoint holds: the one in progress for a save
-  within an epoch, else the last one completed."""
-  return host['epoch'] if host.get('partial_sums') is not None else host['epoch'] - 1
 
 
 def load_predictor(workdir: str, checkpoint: str = 'best') -> Predictor:

@@ -181,13 +181,16 @@ def launch(command: Sequence[str]) -> int:
 
 def run_sweep(config_file: str, points: Sequence[Point], workdir: str,
               extra: Sequence[str] = ()) -> list[Outcome]:
-  """Runs the points in order (skipping finished ones) until one is interrupted."""
+  """Runs the points in order, skipping finished ones; an interrupted run stops the rest."""
   outcomes = [Outcome(point, os.path.join(workdir, point.name)) for point in points]
+  interrupted = False
   for number, outcome in enumerate(outcomes, start=1):
     progress = f'[{number}/{len(outcomes)}] {outcome.point.name}'
     if _finished(outcome.workdir):
       outcome.status = 'finished earlier'
       print(f'{progress}: finished earlier, skipped', flush=True)
+      continue
+    if interrupted:
       continue
     command = [sys.executable, LAUNCH, f'--config={config_file}',
                f'--workdir={outcome.workdir}', *outcome.point.flags, *extra]
@@ -196,10 +199,9 @@ def run_sweep(config_file: str, points: Sequence[Point], workdir: str,
     if code == 0 and _finished(outcome.workdir):
       outcome.status = 'finished'
     elif code in (INTERRUPTED, -2, -15):  # launch.py's own code, or killed by SIGINT/SIGTERM.
-      outcome.status = 'interrupted'
+      outcome.status, interrupted = 'interrupted', True
       print(f'{progress}: interrupted; run the same command to resume the sweep',
             file=sys.stderr, flush=True)
-      break
     else:
       outcome.status = f'failed (exit {code})'
       print(f'{progress}: {outcome.status}; the sweep goes on', file=sys.stderr, flush=True)
@@ -238,7 +240,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     argv, extra = argv[:split], list(argv[split + 1:])
   parser = argparse.ArgumentParser(
       prog='python -m cifar_jax.sweep', description=__doc__.split('\n\n', 2)[2],
-      usage=__doc__.split('\n\n')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+      usage=__doc__.split('\n\n')[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='the experiment config file')
   parser.add_argument('--sweep', action='append', required=True, metavar="KEY=[VALUE,...]",
                       help='a config key and its values; several make a grid')

@@ -69,3 +69,14 @@ def test_bottleneck_mode_trains_the_head_on_cached_features(synthetic_dir, vgg16
   assert sorted(name.split('-')[0] for name in cached) == ['test', 'train', 'validation']
   # The summary is that of the whole model, as Keras's would be.
   assert results['params'] > results['trainable_params'] > 0
+
+
+def test_resume_at_a_phase_boundary(synthetic_dir, vgg16_weights, tmp_path):
+  """A checkpoint taken at the end of phase 1 holds phase 1's optimizer state; extending the
+  run resumes it, then enters phase 2."""
+  config = transfer_config(synthetic_dir, vgg16_weights, epochs=1)
+  config.model.freeze.backbone = True
+  config.model.phases = (dict(epochs=1), dict(learning_rate=1e-4, freeze=dict(backbone=False)))
+  train_and_evaluate(config, str(tmp_path))
+  config.train.epochs = 2
+  assert train_and_evaluate(config, str(tmp_path))['epochs_run'] == 2

@@ -16,10 +16,14 @@ again": each phase has its own freeze spec and learning rate and starts with a f
 """
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import ml_collections
 import optax
+
+from cifar_jax.models import create_model
+from cifar_jax.train import optimizers
 
 TRAINABLE, FROZEN = 'trainable', 'frozen'
 
@@ -108,3 +112,23 @@ def phase_at(phases: list[Phase], epoch: int) -> Phase:
     if phase.first_epoch <= epoch < phase.end_epoch:
       return phase
   raise ValueError(f'epoch {epoch} is outside every phase')
+
+
+def saved_epoch(host: Mapping[str, Any]) -> int:
+  """The 0-based epoch whose phase shaped a latest checkpoint's optimizer state: the epoch in
+  progress for a save within an epoch, else the last one completed."""
+  return host['epoch'] if host.get('partial_sums') is not None else max(host['epoch'] - 1, 0)
+
+
+def phase_of_epoch(phases: list[Phase], config, epoch: int) -> Phase:
+  """phase_at, tolerant of a run whose train.epochs was lowered since."""
+  return phase_at(phases, min(max(epoch, 0), config.train.epochs - 1))
+
+
+def phase_model_and_tx(phase: Phase, steps_per_epoch: int):
+  """A fine-tuning phase's model and its optimizer, with the phase's frozen layers."""
+  model = create_model(phase.config.model)
+  phase_steps = steps_per_epoch * (phase.end_epoch - phase.first_epoch)
+  tx = optimizers.make_optimizer(phase.config.optim, steps_per_epoch, phase_steps)
+  return model, freeze_optimizer(tx, model)
+

@@ -168,13 +168,12 @@ class Run:
 
   def _phase_model_and_tx(self, phase):
     """The model and (freezing-aware) optimizer of a fine-tuning phase."""
-    model = create_model(phase.config.model)
-    if self.bottleneck:
+    model, tx = freezing.phase_model_and_tx(phase, self.plan.steps_per_epoch)
+    if self.bottleneck:  # Only the head trains; its params are the transfer model's 'head'.
       model = transfer.head_model(model)
-    phase_steps = self.plan.steps_per_epoch * (phase.end_epoch - phase.first_epoch)
-    tx = freezing.freeze_optimizer(
-        optimizers.make_optimizer(phase.config.optim, self.plan.steps_per_epoch, phase_steps),
-        model)
+      tx = optimizers.make_optimizer(
+          phase.config.optim, self.plan.steps_per_epoch,
+          self.plan.steps_per_epoch * (phase.end_epoch - phase.first_epoch))
     return model, tx
 
   def _new_state(self, phase):
@@ -211,8 +210,7 @@ class Run:
       with open(config_path) as f:
         checkpointing.check_same_config(json.load(f), self.config.to_dict(), self.workdir)
     def template(host):  # The optimizer state's structure depends on the phase.
-      epoch = min(host['epoch'], self.config.train.epochs - 1)
-      self.phase = freezing.phase_at(self.phases, epoch)
+      self.phase = freezing.phase_of_epoch(self.phases, self.config, freezing.saved_epoch(host))
       self.state = self._new_state(self.phase)
       return self.state
 
