@@ -64,12 +64,14 @@ def test_two_processes_train_like_one_and_their_checkpoint_loads_in_one(
     synthetic_dir, single_device_run, tmp_path):
   workdir = str(tmp_path / 'two_processes')
   with socket.socket() as s:  # A free port for the coordinator.
-    s.bind(('localhost', 0))
+    s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  processes = [launch(workdir, synthetic_dir, f'--coordinator_address=localhost:{port}',
+  processes = [launch(workdir, synthetic_dir, f'--coordinator_address=127.0.0.1:{port}',
                       '--num_processes=2', f'--process_id={i}') for i in range(2)]
-  for process in processes:
-    finish(process)
+  errors = [process.communicate(timeout=600)[1] for process in processes]
+  for i, (process, err) in enumerate(zip(processes, errors)):  # Both logs, to see which hung.
+    assert process.returncode == 0, f'process {i} failed:\n' + '\n---\n'.join(
+        e[-2500:] for e in errors)
   _, results = assert_close_runs(single_device_run, workdir, rtol=1e-4)
   assert results['device'] == 'cpu x2'
   evaluation = subprocess.run(
