@@ -76,7 +76,11 @@ class Checkpointer:
 
   def __init__(self, workdir: str):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    # Asynchronous saves on one process; synchronous across processes, where an async save's
+    # commit barrier was seen to hang at exit (one process closing while another still waited).
+    asynchronous = jax.process_count() == 1
+    options = lambda keep: ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
     try:
       self.latest = ocp.CheckpointManager(os.path.join(self.directory, 'latest'),
                                           options=options(2))
