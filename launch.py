@@ -2,7 +2,8 @@
 
 Any config value can be overridden: `--config.optim.learning_rate=0.01`. Running the same
 command again resumes from the workdir's last checkpoint. `--summary` prints the Keras-style
-model summary and exits; `--evaluate=best|latest` evaluates a checkpoint without training.
+model summary and exits; `--evaluate=best|latest` evaluates a checkpoint without training;
+`--verbosity=0|1|2` is Keras fit's `verbose` (3 adds libraries' INFO logs).
 """
 
 import datetime
@@ -40,9 +41,23 @@ def set_aside(workdir: str) -> None:
     print(f'--fresh: moved the previous run to {workdir}.replaced-{stamp}', file=sys.stderr)
 
 
+def apply_verbosity(config) -> None:
+  """`--verbosity` is Keras fit's `verbose` (absl owns the flag; launch.py takes it over): 0 is
+  silent, 1 a progress bar and a line per epoch, 2 a line per epoch; 3 also shows libraries' INFO
+  logs (orbax's per-save lines). Without the flag, config.log.verbosity decides."""
+  if FLAGS['verbosity'].present:
+    config.log.verbosity = min(max(FLAGS.verbosity, 0), 2)
+  library_info = FLAGS['verbosity'].present and FLAGS.verbosity >= 3
+  for name in ('', 'absl'):  # The root logger and absl's (orbax logs through absl).
+    logging.getLogger(name).setLevel(logging.INFO if library_info else logging.WARNING)
+  logging.getLogger('cifar_jax').setLevel(logging.INFO if config.log.verbosity else
+                                          logging.WARNING)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  apply_verbosity(FLAGS.config)  # Before the imports below log anything.
   # Imported here so that --help and flag errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
   from cifar_jax.data.cifar10 import DataError  # pylint: disable=g-import-not-at-top
@@ -70,8 +85,8 @@ def main(argv):
   # Before anything touches the devices.
   sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                   FLAGS.process_id, auto=FLAGS.distributed)
-  logging.info('process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
-               jax.devices())
+  logging.getLogger('cifar_jax.launch').info('process %d/%d, devices: %s', jax.process_index(),
+                                             jax.process_count(), jax.devices())
   try:
     if FLAGS.evaluate:
       train.evaluate_checkpoint(config, workdir, FLAGS.evaluate)

@@ -19,6 +19,15 @@ def get_config():
   c.report = ''  # Which report and section this config reproduces.
   c.reported_test_accuracy = placeholder(float)  # Percent, as printed in the report.
   c.seed = 0
+  # Seed of the training data's shuffle order; None: `seed`.
+  c.data_seed = placeholder(int)
+  # Train this many independent replicas, seeds seed, seed+1, ..., in one compiled program
+  # (jax.vmap over the train state); each seed's files go to <workdir>/seed_<i>/ and
+  # <workdir>/results.json gets their test accuracies and mean ± std. cifar_jax/train/seeds.py.
+  c.num_seeds = 1
+  # num_seeds > 1: True, every replica sees the batches of data_seed (default: `seed`) in the same
+  # order; False, each replica shuffles with its own seed (data_seed + i if data_seed is set).
+  c.seeds_share_data_order = True
 
   c.data = ml_collections.ConfigDict(dict(
       # Where CIFAR-10 lives: a folder holding cifar-10-batches-{bin,py} (or the files themselves, or
@@ -142,6 +151,9 @@ def get_config():
       steps_per_epoch=0,
       eval_batch_size=1000,
       max_steps=0,  # Stop after this many steps in total (0: no limit); for smoke runs.
+      # Train steps dispatched between two waits for the device (results never depend on it).
+      # 0: automatic, about a second each, so progress, Ctrl-C and every_steps stay responsive.
+      steps_per_dispatch=0,
   ))
 
   # Keras callbacks, evaluated on the host between epochs. Each entry of `early_stopping` is one
@@ -165,6 +177,9 @@ def get_config():
 
   c.log = ml_collections.ConfigDict(dict(
       verbosity=1,  # 0: silent, 1: a line per epoch and a progress bar, 2: a line per epoch only.
+      # TensorBoard scalars: 'tensorboardx' (no TensorFlow needed) or 'clu' (clu.metric_writers;
+      # needs the optional extra requirements-clu.txt).
+      writer='tensorboardx',
   ))
 
   c.lock()

@@ -123,3 +123,19 @@ def test_same_seed_same_run(synthetic_dir, tmp_path):
     row_a.pop('time'), row_b.pop('time')
     assert row_a == row_b
   assert a['test_loss'] == b['test_loss']
+
+
+def test_verbosity_flag_is_keras_verbose(synthetic_dir, tmp_path):
+  def run(verbosity):
+    return launch('--config=tests/tiny_config.py', f'--workdir={tmp_path / str(verbosity)}',
+                  f'--config.data.dir={synthetic_dir}', '--config.train.epochs=1',
+                  f'--verbosity={verbosity}')
+
+  silent = run(0)
+  assert silent.returncode == 0, silent.stderr[-3000:]
+  assert (silent.stdout, silent.stderr) == ('', '')
+  lines = run(2)
+  assert lines.returncode == 0, lines.stderr[-3000:]
+  assert 'Epoch 1/1' in lines.stdout and 'test accuracy' in lines.stdout
+  assert 'data: ' in lines.stderr  # cifar_jax's own INFO log stays,
+  assert 'checkpoint_manager' not in lines.stderr  # orbax's per-save chatter does not.

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -123,19 +124,19 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_is_identical(synthetic_dir,
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path,
                                                                     monkeypatch):
   config = tiny_config(synthetic_dir, epochs=3)
-  original = steps.train_step_on_device
+  original = steps.train_step
 
-  def poisoned(state, *args, **kwargs):  # The loss turns NaN from step 11 on (epoch 2).
-    state, sums = original(state, *args, **kwargs)
-    if int(state.step) >= 11:
-      sums = dict(sums, loss=sums['loss'] * np.nan)
-    return state, sums
+  def poisoned(state, batch):  # The loss turns NaN from step 11 on (epoch 2).
+    state, sums = original(state, batch)
+    return state, dict(sums, loss=jnp.where(state.step >= 11, jnp.nan, sums['loss']))
 
-  monkeypatch.setattr(steps, 'train_step_on_device', poisoned)
+  monkeypatch.setattr(steps, 'train_step', poisoned)
+  jax.clear_caches()  # The device loop traces train_step: drop programs traced before.
   with pytest.raises(FloatingPointError, match=r'epoch 2 .*step 11.*last good checkpoint \(step 8\)'):
     train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(str(tmp_path)) == [8]
-  monkeypatch.setattr(steps, 'train_step_on_device', original)
+  monkeypatch.setattr(steps, 'train_step', original)
+  jax.clear_caches()
   results = train_and_evaluate(config, str(tmp_path))  # Resumes from epoch 1's checkpoint.
   assert results['epochs_run'] == 3
 

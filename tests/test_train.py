@@ -10,6 +10,7 @@ from cifar_jax.models import create_model
 from cifar_jax.train import create_train_state, eval_step, train_step
 from cifar_jax.train import loop
 from cifar_jax.train import optimizers
+from cifar_jax.train import sharding
 from cifar_jax.train import steps
 from tests import synthetic_cifar
 from tests.conftest import tiny_config
@@ -112,7 +113,7 @@ def test_an_epoch_sends_nothing_from_host_to_device(arrays):
   config = tiny_config()
   plan = loop.EpochPlan.create(len(train), 32, 0)  # 200 = 6 x 32 + 8
   state = make_state(config, train.images)
-  data = pipeline.to_device(train)
+  data = sharding.replicate((train.images, train.labels), sharding.make_mesh())
   bar = loop.progress.ProgressBar(plan.steps_per_epoch, enabled=False)
   state = loop.run_epoch(state, data, plan, bar).state  # compiles both batch shapes
   with jax.transfer_guard_host_to_device('disallow'):

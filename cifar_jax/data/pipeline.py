@@ -146,7 +146,3 @@ def make_eval_batches(split: Split, batch_size: int, put=jax.device_put,
   return EvalBatches(images=put(images.reshape(*shape, *images.shape[1:])),
                      labels=put(labels.reshape(shape)), mask=put(mask.reshape(shape)))
 
-
-def to_device(split: Split, sharding=None) -> tuple[jax.Array, jax.Array]:
-  return jax.device_put(split.images, sharding), jax.device_put(split.labels, sharding)
-

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cifar_jax.models import conv
 from cifar_jax.models import keras_weights
 from cifar_jax.models import layer_stack
 from cifar_jax.models import pooling
@@ -128,7 +129,7 @@ class KerasGraph(nn.Module):
         module = self._module(nn.Conv, layer)(
             layer.get('filters'), _pair(layer.get('kernel_size')),
             strides=_pair(layer.get('strides', 1)), padding=layer.get('padding', 'valid').upper(),
-            **common)
+            conv_general_dilated=conv.conv_general_dilated, **common)
       else:
         module = self._module(nn.Dense, layer)(layer.get('units'), **common)
       activation = layer.get('activation')

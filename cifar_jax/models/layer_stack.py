@@ -15,6 +15,7 @@ from flax.core import FrozenDict
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cifar_jax.models import conv
 from cifar_jax.models import pooling
 
 # Every argument each layer type accepts, with Keras's default. Anything else is an error.
@@ -141,7 +142,7 @@ class LayerStack(nn.Module):
         module = nn.Conv(layer['filters'], _pair(layer['kernel_size']), strides=_pair(layer['strides']),
                          padding=layer['padding'].upper(), use_bias=layer['use_bias'],
                          kernel_init=INITIALIZERS[layer['kernel_initializer']], dtype=self.dtype,
-                         name=name)
+                         conv_general_dilated=conv.conv_general_dilated, name=name)
         x = apply_activation(module(x), activation, layer['negative_slope'])
         self._sow_l2(module, layer['l2'], name)
       elif kind == 'dense':

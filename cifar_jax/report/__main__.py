@@ -4,9 +4,11 @@ Per run: learning curves, confusion matrix, per-class table, test-image grid and
 in WORKDIR/report (or in --out: directly for one run, in --out/<run> for several). For several
 runs, or with --table: the comparison (a row per run), the results table (a row per config,
 seeds pooled) and results.html, in --out (default ./report). --table skips the per-run reports.
+A multi-seed workdir (--config.num_seeds=N) stands for its seed_<i> runs.
 """
 
 import argparse
+import glob
 import os
 import sys
 from typing import Sequence
@@ -32,6 +34,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def expand_seed_runs(workdirs: Sequence[str]) -> list[str]:
+  """A multi-seed workdir (it has seed_<i>/ run folders and no history of its own) becomes its
+  seed runs, so they are reported and pooled like separate runs of one config."""
+  expanded = []
+  for workdir in workdirs:
+    seeds = sorted(glob.glob(os.path.join(workdir, 'seed_*', 'history.json')),
+                   key=lambda p: int(p.split(os.sep)[-2].split('_')[1]))
+    if seeds and not os.path.exists(os.path.join(workdir, 'history.json')):
+      expanded += [os.path.dirname(p) for p in seeds]
+    else:
+      expanded.append(workdir)
+  return expanded
+
+
 def run_labels(workdirs: Sequence[str]) -> list[str]:
   """Folder names, or paths below the common folder where two runs share a folder name."""
   names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
@@ -43,6 +59,7 @@ def run_labels(workdirs: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
+  args.workdirs = expand_seed_runs(args.workdirs)
   try:  # Every run is read before anything is written, so a bad folder costs nothing.
     runs = [run_files.load_run(w, label)
             for w, label in zip(args.workdirs, run_labels(args.workdirs))]

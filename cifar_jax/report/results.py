@@ -14,7 +14,8 @@ from cifar_jax.report import tables
 from cifar_jax.report.run_files import Run
 
 # Config keys (dotted prefixes) that do not change the experiment, only where or how it ran.
-NOT_THE_EXPERIMENT = ('seed', 'data.dir', 'data.download', 'log.', 'checkpoint.')
+NOT_THE_EXPERIMENT = ('seed', 'data_seed', 'num_seeds', 'seeds_share_data_order', 'data.dir',
+                      'data.download', 'log.', 'checkpoint.')
 # 'entregable4 (Entregable 4 - Vision por Computador, CIFAR10), exp6 "l2(0.0001), Dense 256"'.
 _REPORT_PATTERN = re.compile(r'^(?P<name>[^\s(,]+)\s*(?:\([^)]*\))?,\s*(?P<section>.*)$')
 

@@ -1,11 +1,26 @@
 """Training: the pure steps, the TrainState, and the epoch loop.
 
     from cifar_jax.train import train_step, eval_step, create_train_state
+
+Names load on first use, so reading run files (`cifar_jax.train.outputs`, used by reports)
+does not import the loop and its checkpointing stack.
 """
 
-from cifar_jax.train.loop import evaluate_checkpoint, train_and_evaluate
-from cifar_jax.train.state import TrainState, create_train_state
-from cifar_jax.train.steps import eval_step, predict_step, train_step
+import importlib
 
-__all__ = ['TrainState', 'create_train_state', 'eval_step', 'evaluate_checkpoint', 'predict_step',
-           'train_and_evaluate', 'train_step']
+_HOMES = {
+    'TrainState': 'state', 'create_train_state': 'state',
+    'train_step': 'steps', 'eval_step': 'steps', 'predict_step': 'steps',
+    'train_and_evaluate': 'loop', 'evaluate_checkpoint': 'loop',
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+  if name not in _HOMES:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  return getattr(importlib.import_module(f'{__name__}.{_HOMES[name]}'), name)
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_HOMES))

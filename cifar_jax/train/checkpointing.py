@@ -21,7 +21,11 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 # Config values that may change between a run and its resumption.
-RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_steps')
+RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_steps',
+                     'train.steps_per_dispatch')
+# Keys added to the config after runs were saved, with the value those runs implicitly had, so
+# that a workdir from an earlier version still resumes.
+ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None}
 
 
 class CheckpointError(RuntimeError):
@@ -44,7 +48,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
   """'key: saved -> current' for every difference that changes what the run computes."""
-  saved, current = _flatten(saved), _flatten(current)
+  saved, current = {**ADDED_KEYS, **_flatten(saved)}, _flatten(current)
   lines = []
   for key in sorted(set(saved) | set(current)):
     if key.startswith(RESUMABLE_CHANGES) or saved.get(key) == current.get(key):

@@ -8,6 +8,7 @@ from cifar_jax.data import augment
 from cifar_jax.data import pipeline
 from cifar_jax.models import MODELS
 from cifar_jax.models import backbone
+from cifar_jax.train import outputs
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,17 @@ def check_config(config) -> None:
            f'loss.label_smoothing={config.loss.label_smoothing} must be in [0, 1)')
   _require(config.model.dtype in ('float32', 'bfloat16', 'float16'),
            f"model.dtype={config.model.dtype!r} must be 'float32', 'bfloat16' or 'float16'")
+  _require(config.log.writer in outputs.WRITERS,
+           f'log.writer={config.log.writer!r} is unknown; known: {list(outputs.WRITERS)}')
+  _require(config.log.verbosity in (0, 1, 2),
+           f'log.verbosity={config.log.verbosity} must be 0 (silent), 1 (progress bar and a line '
+           'per epoch) or 2 (a line per epoch)')
+  if config.log.writer == 'clu':
+    try:
+      outputs.import_clu_writers()
+    except ImportError as e:
+      raise ConfigError(str(e)) from e
+  _check_seeds(config)
   augment.validate_augment_config(config.augment)
   try:
     backbone.check_transfer_config(config, TRANSFER_MODELS)
@@ -45,6 +57,19 @@ def check_config(config) -> None:
   _require(not (config.model.backbone.bottleneck and augment.make_augment_fn(config.augment)),
            'model.backbone.bottleneck trains on features computed once, so it cannot use '
            'config.augment; turn the augmentation off or the bottleneck mode off')
+
+
+def _check_seeds(config) -> None:
+  """num_seeds (cifar_jax/train/seeds.py): what a run of several replicas cannot combine with."""
+  n = config.num_seeds
+  _require(n >= 1, f'num_seeds={n} must be >= 1')
+  if n > 1:
+    _require(not config.model.phases,
+             f'num_seeds={n} cannot be combined with model.phases (fine-tuning phases); run the '
+             'seeds one at a time (num_seeds=1 and seed=...)')
+    _require(not config.model.backbone.bottleneck,
+             f'num_seeds={n} cannot be combined with model.backbone.bottleneck; run the seeds '
+             'one at a time (num_seeds=1 and seed=...)')
 
 
 TRANSFER_MODELS = ('vgg16', 'densenet121')  # Built by models/backbone.py.

@@ -21,6 +21,7 @@ from cifar_jax.models import create_model
 from cifar_jax.models.summary import summarize
 from cifar_jax.train import callbacks as callbacks_lib
 from cifar_jax.train import checkpointing
+from cifar_jax.train import dispatch
 from cifar_jax.train import interrupts
 from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
@@ -79,37 +80,63 @@ class RunState:
 class EpochResult:
   state: Any
   sums: Any  # Metric sums over the steps run (device arrays), None if no step ran.
-  step_losses: list  # Per-step loss sums (device), to locate a divergence.
+  first_nonfinite_step: int | None  # The first step whose loss was NaN/inf, if any.
   complete: bool
 
 
 def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, *, max_steps=0,
-              sums=None, stop_request=None, on_step=None, data_sharding=None) -> EpochResult:
+              sums=None, stop_request=None, every_steps=0, on_every_steps=None,
+              sizer: dispatch.DispatchSizer | None = None, data_sharding=None, data_rng=None,
+              order=None, train_fn=None) -> EpochResult:
   """Train steps on device-resident data until the epoch ends (or max_steps / a stop request).
 
-  Nothing here waits for the device: steps are dispatched asynchronously and the metric sums
-  stay on the device until the caller reads them. `sums` continues an interrupted epoch.
+  The steps are dispatched in chunks without waiting for the device (`sizer` picks how many
+  steps a chunk has; none of the results depend on it). Between chunks the host updates the progress bar,
+  checks for a stop request and calls `on_every_steps(state, sums, step)` at each multiple of
+  `every_steps` inside the epoch. `sums` continues an interrupted epoch. `data_rng`: the key of
+  config.data_seed, if set. A run of several seeds (seeds.py) passes the epoch's `order` and its
+  `train_fn` (`steps.train_steps_on_device`'s signature, on a state with a leading seed axis).
   """
   images, labels = train_data
-  order = steps.epoch_order(state, plan.num_examples, plan.steps_per_epoch)
-  step = int(state.step)  # Read once: reading it per step would wait for the device each time.
-  step_losses = []
-  for i in range(step % plan.steps_per_epoch, plan.steps_per_epoch):
+  sizer = sizer or dispatch.DispatchSizer()
+  train_fn = train_fn or steps.train_steps_on_device
+  if order is None:
+    order = steps.epoch_order(state, plan.num_examples, plan.steps_per_epoch, data_rng)
+  # Then tracked here: reading state.step would wait for the device. (Stacked seeds: replicas
+  # that stopped early keep their step; the training ones are at the largest.)
+  step = int(np.max(jax.device_get(state.step)))
+  epoch_start = step - step % plan.steps_per_epoch
+  epoch_end = epoch_start + plan.steps_per_epoch
+  # The smaller last batch is its own dispatch (another batch shape, so another program).
+  full_batches_end = epoch_end - (plan.last_batch_size != plan.batch_size)
+  sums = steps.zero_sums() if sums is None else sums
+  first_nonfinite = None
+  while step < epoch_end:
     if (max_steps and step >= max_steps) or (stop_request and stop_request.requested):
       bar.close()
-      return EpochResult(state, sums, step_losses, complete=False)
-    size = plan.last_batch_size if i == plan.steps_per_epoch - 1 else plan.batch_size
-    state, batch_sums = steps.train_step_on_device(
-        state, images, labels, order, batch_size=size, full_batch_size=plan.batch_size,
-        steps_per_epoch=plan.steps_per_epoch, data_sharding=data_sharding)
-    sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
-    step_losses.append(batch_sums['loss'])
-    step += 1
-    bar.update(i + 1)
-    if on_step is not None and i + 1 < plan.steps_per_epoch:
-      on_step(state, sums, step)
+      return EpochResult(state, sums, first_nonfinite, complete=False)
+    boundaries = [full_batches_end if step < full_batches_end else epoch_end]
+    boundaries += [max_steps] if max_steps else []
+    boundaries += [(step // every_steps + 1) * every_steps] if every_steps else []
+    batch_size = plan.batch_size if step < full_batches_end else plan.last_batch_size
+
+    def run_steps(num_steps, state=state, sums=sums, batch_size=batch_size):
+      return train_fn(
+          state, images, labels, order, sums, num_steps, batch_size=batch_size,
+          full_batch_size=plan.batch_size, steps_per_epoch=plan.steps_per_epoch,
+          data_sharding=data_sharding)
+
+    num_steps = sizer.next_steps(min(boundaries) - step)
+    state, sums, bad_step = sizer.run(run_steps, num_steps)
+    if first_nonfinite is None and int(bad_step) >= 0:
+      first_nonfinite = int(bad_step)
+    step += num_steps
+    bar.update(step - epoch_start)
+    if on_every_steps is not None and every_steps and step % every_steps == 0 and \
+        step < epoch_end:
+      on_every_steps(state, sums, step)
   bar.close()
-  return EpochResult(state, sums, step_losses, complete=True)
+  return EpochResult(state, sums, first_nonfinite, complete=True)
 
 
 def _means(sums) -> dict[str, float]:
@@ -121,12 +148,6 @@ def _means(sums) -> dict[str, float]:
 def evaluate_split(state, batches: pipeline.EvalBatches, data_sharding=None) -> dict[str, float]:
   return _means(steps.evaluate(state, batches.images, batches.labels, batches.mask,
                                data_sharding=data_sharding))
-
-
-def _first_bad_step(step_losses, first_step: int) -> int:
-  losses = np.asarray(jax.device_get(step_losses))
-  bad = np.flatnonzero(~np.isfinite(losses))
-  return first_step + int(bad[0]) + 1 if bad.size else first_step + len(losses)
 
 
 class Run:
@@ -150,6 +171,9 @@ class Run:
     sharding.check_divisible(self.plan.last_batch_size, "the epoch's last batch (set "
                              'train.steps_per_epoch to drop it)', self.mesh)
     self.input_pipeline = pipeline.make_input_pipeline(config, self.splits.train.images)
+    # The data order's own seed (None: the run's seed, through state.rng).
+    self.data_rng = (None if config.data_seed is None else
+                     sharding.replicate(jax.random.PRNGKey(config.data_seed), self.mesh))
     self.input_shape = tuple(config.model.input_shape)
     self.bottleneck = transfer.uses_bottleneck(model, config)
     if self.bottleneck:  # Train the head on backbone features computed once.
@@ -201,14 +225,20 @@ class Run:
 
   # --- Resume ---------------------------------------------------------------------------------
 
-  def resume(self) -> bool:
-    """Restores the newest readable checkpoint of this workdir, if any; True if it did."""
+  def _has_resumable_checkpoint(self) -> bool:
+    """Whether the workdir holds a checkpoint; raises if it is a run of another config."""
     if self.checkpointer is None or not self.checkpointer.has_checkpoint():
       return False
     config_path = os.path.join(self.workdir, 'config.json')
     if os.path.exists(config_path):
       with open(config_path) as f:
         checkpointing.check_same_config(json.load(f), self.config.to_dict(), self.workdir)
+    return True
+
+  def resume(self) -> bool:
+    """Restores the newest readable checkpoint of this workdir, if any; True if it did."""
+    if not self._has_resumable_checkpoint():
+      return False
     def template(host):  # The optimizer state's structure depends on the phase.
       self.phase = freezing.phase_of_epoch(self.phases, self.config, freezing.saved_epoch(host))
       self.state = self._new_state(self.phase)
@@ -255,20 +285,47 @@ class Run:
   def done(self) -> bool:
     return self.run.stopped_by is not None or self.run.epoch >= self.config.train.epochs
 
+  def _steps_done(self) -> int:
+    return int(self.state.step)
+
+  def _train_epoch(self, epoch: int, start: float, train_data, sums, stop_request,
+                   sizer: dispatch.DispatchSizer, **run_epoch_args) -> EpochResult | None:
+    """The epoch's train steps (from where a checkpoint left it); None when max_steps ended the
+    run; on a stop request, saves a checkpoint and raises Interrupted."""
+    config = self.config
+    bar = progress.ProgressBar(self.plan.steps_per_epoch, enabled=config.log.verbosity == 1)
+
+    def periodic_save(state, sums, step):
+      del step  # run_epoch calls this at each multiple of checkpoint.every_steps.
+      self.state = state
+      self._save_latest(partial_sums=sums)
+
+    result = run_epoch(self.state, train_data, self.plan, bar, max_steps=config.train.max_steps,
+                       sums=sums, stop_request=stop_request,
+                       every_steps=config.checkpoint.every_steps,
+                       on_every_steps=periodic_save if self.checkpointer else None,
+                       sizer=sizer, **run_epoch_args)
+    self.state = result.state
+    if result.complete:
+      self.run.partial_sums = None
+      return result
+    self.run.train_seconds += time.perf_counter() - start
+    if stop_request is not None and stop_request.requested:
+      self._save_latest(partial_sums=result.sums)
+      raise interrupts.Interrupted(
+          f'{stop_request.signal_name}: stopped at step {self._steps_done()} (epoch '
+          f'{epoch + 1}/{config.train.epochs}); checkpoint saved in {self.workdir}. '
+          'Run the same command again to resume.')
+    return None
+
   def fit(self, stop_request=None) -> None:
     config = self.config
     train_data = sharding.replicate((self.splits.train.images, self.splits.train.labels),
                                     self.mesh)
     val_batches = self.eval_batches(self.splits.validation) if self.splits.validation else None
-    writer = outputs.ScalarWriter(os.path.join(self.workdir, 'tensorboard'),
-                                  enabled=self.is_writer)
-    every = config.checkpoint.every_steps
-
-    def periodic_save(state, sums, step):
-      if every and step % every == 0:
-        self.state = state
-        self._save_latest(partial_sums=sums)
-
+    writer = outputs.make_writer(config.log.writer, os.path.join(self.workdir, 'tensorboard'),
+                                 self.is_writer)
+    sizer = dispatch.DispatchSizer(config.train.steps_per_dispatch)
     try:
       while not self.done:
         epoch = self.run.epoch
@@ -276,26 +333,12 @@ class Run:
         if phase is not self.phase:
           self._enter_phase(phase)
         start = time.perf_counter()
-        first_step = int(self.state.step)
         partial = self.run.partial_sums
         sums = None if partial is None else {k: jnp.float32(v) for k, v in partial.items()}
-        bar = progress.ProgressBar(self.plan.steps_per_epoch, enabled=config.log.verbosity == 1)
-        result = run_epoch(self.state, train_data, self.plan, bar,
-                           max_steps=config.train.max_steps, sums=sums,
-                           stop_request=stop_request,
-                           on_step=periodic_save if self.checkpointer else None,
-                           data_sharding=self.data_sharding)
-        self.state = result.state
-        if not result.complete:
-          self.run.train_seconds += time.perf_counter() - start
-          if stop_request is not None and stop_request.requested:
-            self._save_latest(partial_sums=result.sums)
-            raise interrupts.Interrupted(
-                f'{stop_request.signal_name}: stopped at step {int(self.state.step)} (epoch '
-                f'{epoch + 1}/{config.train.epochs}); checkpoint saved in {self.workdir}. '
-                'Run the same command again to resume.')
+        result = self._train_epoch(epoch, start, train_data, sums, stop_request, sizer,
+                                   data_sharding=self.data_sharding, data_rng=self.data_rng)
+        if result is None:
           break  # max_steps reached.
-        self.run.partial_sums = None
         logs = _means(result.sums)
         # What Keras logs as learning_rate: optimizer.learning_rate at the end of the epoch.
         epoch_lr = optimizers.learning_rate(self.state.opt_state)
@@ -304,7 +347,7 @@ class Run:
           logs.update({f'val_{k}': v for k, v in val.items()})
         logs['learning_rate'] = epoch_lr
         if not all(np.isfinite(v) for v in logs.values()):
-          self._diverged(logs, epoch, result.step_losses, first_step)
+          self._diverged(logs, epoch, result.first_nonfinite_step)
         seconds = time.perf_counter() - start
         self.run.train_seconds += seconds
         self.run.history.append({'epoch': epoch + 1, **logs, 'time': round(seconds, 3)})
@@ -341,15 +384,15 @@ class Run:
       if stopper.stop_training and self.run.stopped_by is None:
         self.run.stopped_by = name
 
-  def _diverged(self, logs, epoch, step_losses, first_step):
-    bad_step = _first_bad_step(step_losses, first_step)
+  def _diverged(self, logs, epoch, bad_step):
     kept = (f'the last good checkpoint (step {self.checkpointer.latest.latest_step()}) is kept '
             f'in {self.checkpointer.directory}' if self.checkpointer and
             self.checkpointer.has_checkpoint() else 'no checkpoint was written yet')
     raise FloatingPointError(
         f'training diverged: non-finite metrics at epoch {epoch + 1} '
-        f'({ {k: v for k, v in logs.items() if not np.isfinite(v)} }), first non-finite loss at '
-        f'step {bad_step}; {kept}. Lower optim.learning_rate or check data.normalization.')
+        f'({ {k: v for k, v in logs.items() if not np.isfinite(v)} }), '
+        + (f'first non-finite loss at step {bad_step}' if bad_step is not None else
+           'every training loss finite') + f'; {kept}. Lower optim.learning_rate or check data.normalization.')
 
   # --- Final evaluation -----------------------------------------------------------------------
 
@@ -387,24 +430,26 @@ class Run:
             flush=True)
     return results
 
-  def _results(self, test) -> dict:
-    history = self.run.history
+  def _results(self, test, run: RunState | None = None, config=None, steps_run=None) -> dict:
+    """results.json; `run`, `config` and `steps_run` are one seed's in a run of several."""
+    run, config = run or self.run, config or self.config
+    history = run.history
     monitor = 'val_accuracy' if history and 'val_accuracy' in history[0] else 'accuracy'
     best = max(history, key=lambda r: r[monitor]) if history else None
     return {
-        'config': self.config.name,
+        'config': config.name,
         'test_accuracy': test['accuracy'],
         'test_loss': test['loss'],
         'epochs_run': len(history),
-        'steps_run': int(self.state.step),
+        'steps_run': int(self.state.step) if steps_run is None else steps_run,
         'best_epoch': best['epoch'] if best else None,
         f'best_{monitor}': best[monitor] if best else None,
-        'stopped_by': self.run.stopped_by,
-        'train_seconds': round(self.run.train_seconds, 3),
+        'stopped_by': run.stopped_by,
+        'train_seconds': round(run.train_seconds, 3),
         'params': self.summary.total,
         'trainable_params': self.summary.trainable,
         'non_trainable_params': self.summary.non_trainable,
-        'reported_test_accuracy': self.config.reported_test_accuracy,
+        'reported_test_accuracy': config.reported_test_accuracy,
         # What inference needs to feed raw images like training did: (x - mean) / std.
         'normalization': {'mean': list(self.state.input_pipeline.mean),
                           'std': list(self.state.input_pipeline.std)},
@@ -416,6 +461,11 @@ class Run:
         'jax_version': jax.__version__,
     }
 
+  def write_config(self) -> None:
+    if self.is_writer:
+      outputs.atomic_write(os.path.join(self.workdir, 'config.json'),
+                           self.config.to_json_best_effort(indent=2))
+
   def close(self) -> None:
     if self.checkpointer is not None:
       self.checkpointer.close()
@@ -423,14 +473,17 @@ class Run:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` (resuming from `workdir` if it holds a checkpoint of the same config) and
-  evaluates on the test split; writes the run files into `workdir` and returns results.json."""
+  evaluates on the test split; writes the run files into `workdir` and returns results.json.
+  With config.num_seeds > 1, trains the seeds together (see seeds.py)."""
+  run_class = Run
+  if config.num_seeds > 1:
+    from cifar_jax.train import seeds  # pylint: disable=g-import-not-at-top  (seeds imports loop)
+    run_class = seeds.SeedsRun
   os.makedirs(workdir, exist_ok=True)
-  run = Run(config, workdir)
+  run = run_class(config, workdir)
   try:
     run.resume()
-    if run.is_writer:
-      outputs.atomic_write(os.path.join(workdir, 'config.json'),
-                           config.to_json_best_effort(indent=2))
+    run.write_config()
     with interrupts.stop_on_signals() as stop_request:
       run.fit(stop_request)
     run.restore_best_weights()
@@ -443,6 +496,9 @@ def evaluate_checkpoint(config, workdir: str, which: str = 'best') -> dict:
   """Loads the 'best' or 'latest' checkpoint of `workdir` and evaluates validation and test."""
   if which not in ('best', 'latest'):
     raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+  if config.num_seeds > 1:
+    raise ConfigError(f'num_seeds={config.num_seeds}: evaluate one seed at a time, with the '
+                      f'config.json of {os.path.join(workdir, "seed_<i>")} and that folder')
   run = Run(config, workdir)
   try:
     if run.checkpointer is None or not run.checkpointer.has_checkpoint():

@@ -307,6 +307,9 @@ def set_learning_rate(opt_state, lr: float, optim_config, step: int):
     changes = dict(lr_scale=_scale_for(target, base))
   else:
     changes = dict(learning_rate=target, lr_scale=np.float32(1))
-  changes = {k: jnp.asarray(v, jnp.float32) for k, v in changes.items()}
+  # Placed like the values they replace: a jitted step would recompile for a scalar that
+  # lives elsewhere (an uncommitted array where the state's are committed to the device).
+  changes = {k: jax.device_put(np.float32(v), getattr(state.hyperparams[k], 'sharding', None))
+             for k, v in changes.items()}
   new = state._replace(hyperparams=dict(state.hyperparams, **changes))
   return jax.tree.map(lambda x: new if x is state else x, opt_state, is_leaf=_is_inject)

@@ -81,8 +81,10 @@ def read_predictions(workdir: str):
 
 
 class ScalarWriter:
-  """TensorBoard scalars through tensorboardX, which needs no TensorFlow (clu's writers import
-  TensorFlow). Only the writing process (process 0) creates files."""
+  """TensorBoard event files through tensorboardX, with clu's MetricWriter methods
+  (write_scalars, write_texts, write_hparams, flush, close) so either can serve the loop.
+  tensorboardX needs no TensorFlow; clu's writers import it (log.writer='clu', an optional
+  extra). Only the writing process (process 0) creates files."""
 
   def __init__(self, logdir: str, enabled: bool = True):
     self._writer = None
@@ -95,10 +97,44 @@ class ScalarWriter:
       for name, value in scalars.items():
         self._writer.add_scalar(name, value, step)
 
-  def write_text(self, tag: str, text: str) -> None:
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
     if self._writer is not None:
-      self._writer.add_text(tag, text, 0)
+      for tag, text in texts.items():
+        self._writer.add_text(tag, text, step)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    self.write_texts(0, {'hparams': json.dumps(dict(hparams), indent=1, default=str)})
+
+  def flush(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+WRITERS = ('tensorboardx', 'clu')
+CLU_EXTRA = 'requirements-clu.txt'
+
+
+def make_writer(kind: str, logdir: str, is_writer: bool):
+  """The run's metric writer: 'tensorboardx' (default) or 'clu' (clu.metric_writers'
+  default writer: TensorBoard through TensorFlow plus a logging writer on every process)."""
+  if kind == 'tensorboardx':
+    return ScalarWriter(logdir, enabled=is_writer)
+  if kind != 'clu':
+    raise ValueError(f'log.writer={kind!r} is unknown; known: {list(WRITERS)}')
+  return import_clu_writers().create_default_writer(logdir, just_logging=not is_writer)
+
+
+def import_clu_writers():
+  """clu.metric_writers, or an ImportError that says how to get it."""
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        f"log.writer='clu' needs clu's TensorFlow writer, which failed to import ({e}); install "
+        f"the optional extra with `pip install -r {CLU_EXTRA}` or use "
+        "--config.log.writer=tensorboardx") from e
+  return metric_writers

@@ -84,13 +84,20 @@ def predict_step(state: TrainState, images) -> jax.Array:
 
 # --- On-device data: the loop's jitted entry points. ---------------------------------------
 
-@functools.partial(jax.jit, static_argnames=('num_examples', 'steps_per_epoch'))
-def epoch_order(state: TrainState, num_examples: int, steps_per_epoch) -> jax.Array:
-  """The shuffled example order of the epoch that `state.step` is in (a pure function of the
-  seed and the epoch, so a resumed run sees the same order)."""
-  epoch = state.step // steps_per_epoch
-  key = jax.random.fold_in(jax.random.fold_in(state.rng, DATA_STREAM), epoch)
+def order_of_epoch(rng, step, num_examples: int, steps_per_epoch: int) -> jax.Array:
+  """The shuffled example order of the epoch that `step` is in, from the data seed's key."""
+  key = jax.random.fold_in(jax.random.fold_in(rng, DATA_STREAM), step // steps_per_epoch)
   return jax.random.permutation(key, num_examples)
+
+
+@functools.partial(jax.jit, static_argnames=('num_examples', 'steps_per_epoch'))
+def epoch_order(state: TrainState, num_examples: int, steps_per_epoch, data_rng=None
+                ) -> jax.Array:
+  """The shuffled example order of the epoch that `state.step` is in (a pure function of the
+  seed and the epoch, so a resumed run sees the same order). `data_rng`: the key of
+  config.data_seed, when the data order has a seed of its own (default: the run's `state.rng`)."""
+  return order_of_epoch(state.rng if data_rng is None else data_rng, state.step, num_examples,
+                        steps_per_epoch)
 
 
 def _split_batch(tree, data_sharding):
@@ -100,21 +107,76 @@ def _split_batch(tree, data_sharding):
   return jax.lax.with_sharding_constraint(tree, data_sharding)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,),
-                   static_argnames=('batch_size', 'full_batch_size', 'steps_per_epoch',
-                                    'data_sharding'))
-def train_step_on_device(state, images, labels, order, *, batch_size, full_batch_size,
-                         steps_per_epoch, data_sharding=None):
-  """Gathers this step's batch from the device-resident split, then runs `train_step`.
-
-  The position in the epoch comes from `state.step`, so nothing is sent from the host per step.
-  `batch_size` differs from `full_batch_size` only for the epoch's smaller last batch. With a
-  `data_sharding`, each device gathers and trains on its slice of the global batch.
-  """
+def _step_in_epoch(state, images, labels, order, *, batch_size, full_batch_size, steps_per_epoch,
+                   data_sharding):
+  """Gathers this step's batch from the device-resident split, then runs `train_step`. The
+  position in the epoch comes from `state.step`, so nothing is sent from the host per step."""
   start = (state.step % steps_per_epoch) * full_batch_size
   index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
   batch = _split_batch({'image': images[index], 'label': labels[index]}, data_sharding)
   return train_step(state, batch)
+
+
+_EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_sharding')
+
+
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=_EPOCH_STATICS)
+def train_step_on_device(state, images, labels, order, *, batch_size, full_batch_size,
+                         steps_per_epoch, data_sharding=None):
+  """One train step on device-resident data (see `train_steps_on_device` for the arguments)."""
+  return _step_in_epoch(state, images, labels, order, batch_size=batch_size,
+                        full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
+                        data_sharding=data_sharding)
+
+
+@jax.jit  # Made on the device: nothing crosses from the host.
+def zero_sums() -> dict:
+  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
+
+
+def accumulate_step(state, images, labels, order, sums, first_nonfinite, *, batch_size,
+                    full_batch_size, steps_per_epoch, data_sharding=None):
+  """One train step on device-resident data (see `train_steps_on_device`), adding its metric
+  sums to `sums` and noting in `first_nonfinite` (-1 until then) the first step whose loss was
+  not finite (1-based global count, as `state.step` after it)."""
+  state, batch_sums = _step_in_epoch(
+      state, images, labels, order, batch_size=batch_size, full_batch_size=full_batch_size,
+      steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
+  bad = (first_nonfinite < 0) & ~jnp.isfinite(batch_sums['loss'])
+  first_nonfinite = jnp.where(bad, state.step.astype(jnp.int32), first_nonfinite)
+  return state, jax.tree.map(jnp.add, sums, batch_sums), first_nonfinite
+
+
+accumulate_train_step = jax.jit(accumulate_step, donate_argnums=(0, 4),
+                                static_argnames=_EPOCH_STATICS)
+
+
+@jax.jit  # Made on the device: nothing crosses from the host.
+def no_nonfinite_step() -> jax.Array:
+  return jnp.int32(-1)
+
+
+def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *, batch_size,
+                          full_batch_size, steps_per_epoch, data_sharding=None):
+  """`num_steps` train steps on device-resident data, dispatched back to back: nothing waits
+  for the device and nothing is sent from the host (the step's position in the epoch comes
+  from `state.step`).
+
+  images/labels: the whole training split on the device; order: `epoch_order`'s permutation.
+  `batch_size` differs from `full_batch_size` only for the epoch's smaller last batch. With a
+  `data_sharding`, each device gathers and trains on its slice of the global batch. Returns the
+  new state, `sums` plus these steps' metric sums, and the first non-finite step or -1.
+
+  Each step is its own dispatch: the same steps as one device-side `lax.fori_loop` measured 13x
+  slower per step on XLA:CPU (exp0, batch 512: 4.9 s against 0.37 s).
+  """
+  first_nonfinite = no_nonfinite_step()
+  for _ in range(num_steps):
+    state, sums, first_nonfinite = accumulate_train_step(
+        state, images, labels, order, sums, first_nonfinite, batch_size=batch_size,
+        full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
+        data_sharding=data_sharding)
+  return state, sums, first_nonfinite
 
 
 @functools.partial(jax.jit, static_argnames=('data_sharding',))
@@ -125,8 +187,7 @@ def evaluate(state: TrainState, images, labels, mask, data_sharding=None) -> dic
     batch = _split_batch(dict(zip(('image', 'label', 'mask'), batch)), data_sharding)
     return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
 
-  zeros = {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
-  totals, _ = jax.lax.scan(body, zeros, (images, labels, mask))
+  totals, _ = jax.lax.scan(body, zero_sums(), (images, labels, mask))
   return totals
 
 

@@ -1,0 +1,221 @@
+"""Convolution weight gradient on CPU: XLA's vs cifar_jax.models.conv's matmuls, and train steps.
+
+    python benchmarks/conv_grad.py --out=/tmp/conv_grad.json
+
+Per layer shape of the configs (exp11's VGG-like 3x3 convs, redes/m1's 6x6 convs, DenseNet121's
+stem, 1x1 and 3x3 convs): GFLOP/s of the forward convolution (for scale), of XLA's weight
+gradient and of the matmul one (median wall time of --reps interleaved runs after a warmup), the
+speedup in wall and in CPU time, the compiled programs' scratch memory, and what
+`conv_general_dilated` picks for the shape by default ('auto').
+
+Then the train step of configs/exp11.py and configs/exp0.py traced with CIFAR_JAX_CONV_GRAD=xla
+(plain convolutions) and =auto (the default), both compiled in one process and run interleaved.
+Other processes on the machine skew wall times (CPU time less so): the load average is recorded.
+"""
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# (name, batch, image size, in channels, out channels, kernel, stride, padding).
+SHAPES = (
+    ('issue 3x3 128->128', 256, 16, 128, 128, 3, 1, 'SAME'),
+    ('exp11 conv 3->64', 128, 32, 3, 64, 3, 1, 'SAME'),
+    ('exp11 conv 64->64', 128, 32, 64, 64, 3, 1, 'SAME'),
+    ('exp11 conv 64->128', 128, 16, 64, 128, 3, 1, 'SAME'),
+    ('exp11 conv 128->128', 128, 16, 128, 128, 3, 1, 'SAME'),
+    ('exp11 conv 128->256', 128, 8, 128, 256, 3, 1, 'SAME'),
+    ('exp11 conv 256->256', 128, 8, 256, 256, 3, 1, 'SAME'),
+    ('exp11 conv 256->512', 128, 4, 256, 512, 3, 1, 'SAME'),
+    ('exp11 conv 512->512', 128, 4, 512, 512, 3, 1, 'SAME'),
+    ('m1 conv 6x6 3->16', 128, 32, 3, 16, 6, 1, 'SAME'),
+    ('m1 conv 6x6 16->32', 128, 16, 16, 32, 6, 1, 'SAME'),
+    ('m1 conv 6x6 32->64', 128, 8, 32, 64, 6, 1, 'SAME'),
+    ('densenet stem 7x7/2', 8, 230, 3, 64, 7, 2, 'VALID'),
+    ('densenet 1x1 128->128', 8, 56, 128, 128, 1, 1, 'VALID'),
+    ('densenet 3x3 128->32', 8, 56, 128, 32, 3, 1, 'SAME'),
+    ('densenet 1x1 512->128', 8, 14, 512, 128, 1, 1, 'VALID'),
+)
+TRAIN_CONFIGS = ('configs/exp11.py', 'configs/exp0.py')
+
+
+def _median_seconds(fns: dict, args, reps: int) -> tuple[dict, dict]:
+  """Median wall and CPU seconds of each fn, runs interleaved so load changes hit all alike."""
+  import jax  # pylint: disable=g-import-not-at-top
+  wall = {name: [] for name in fns}
+  cpu = {name: [] for name in fns}
+  for _ in range(reps):
+    for name, fn in fns.items():
+      start, start_cpu = time.perf_counter(), time.process_time()
+      jax.block_until_ready(fn(*args))
+      wall[name].append(time.perf_counter() - start)
+      cpu[name].append(time.process_time() - start_cpu)
+  median = lambda t: sorted(t)[len(t) // 2]
+  return ({name: median(t) for name, t in wall.items()},
+          {name: median(t) for name, t in cpu.items()})
+
+
+def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import conv  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, cin, cout)), jnp.float32)
+  strides = (stride, stride)
+  spec = conv.ConvSpec(strides, conv.explicit_padding(x.shape, w.shape, strides, padding),
+                       None, None)
+  y = jax.eval_shape(functools.partial(conv.xla_conv, spec), x, w)
+  dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  flops = 2 * np.prod(y.shape) * kernel * kernel * cin
+
+  programs = {
+      'forward': lambda x, w, dy: conv.xla_conv(spec, x, w),
+      'xla_weight_grad': functools.partial(conv.xla_weight_grad, spec),
+      'matmul_weight_grad': lambda x, w, dy: conv.matmul_weight_grad(x, dy, w.shape[:2], strides,
+                                                                     spec.padding),
+  }
+  compiled = {k: jax.jit(f).lower(x, w, dy).compile() for k, f in programs.items()}
+  xla, custom = (np.asarray(compiled[k](x, w, dy)) for k in ('xla_weight_grad',
+                                                            'matmul_weight_grad'))
+  for fn in compiled.values():  # Warmup.
+    jax.block_until_ready(fn(x, w, dy))
+  seconds, cpu_seconds = _median_seconds(compiled, (x, w, dy), reps)
+  auto = conv.fallback_reason(x, w, strides, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return {
+      'name': name, 'batch': batch, 'size': size, 'cin': cin, 'cout': cout, 'kernel': kernel,
+      'stride': stride, 'padding': padding, 'gflop': flops / 1e9,
+      **{f'{k}_gflops': flops / s / 1e9 for k, s in seconds.items()},
+      **{f'{k}_seconds': s for k, s in seconds.items()},
+      **{f'{k}_cpu_seconds': s for k, s in cpu_seconds.items()},
+      **{f'{k}_temp_mib': c.memory_analysis().temp_size_in_bytes / 2**20
+         for k, c in compiled.items()},
+      'input_mib': x.nbytes / 2**20,
+      'max_relative_difference': float(np.abs(custom - xla).max() / np.abs(xla).max()),
+      'auto_uses_matmul': auto is None, 'auto_reason': auto or '',
+  }
+
+
+def measure_train_steps(config_path: str, batch_size: int, steps: int,
+                        modes=('xla', 'auto')) -> list[dict]:
+  """Median seconds of the jitted train step (built as scaling.py builds it) per conv mode.
+
+  Each mode's step is traced with CIFAR_JAX_CONV_GRAD set to it (after clearing jax's caches,
+  which would otherwise reuse the first trace); the compiled steps then run interleaved.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import conv, create_model  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import create_train_state, optimizers  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+
+  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  rng = np.random.default_rng(0)
+  n = batch_size * 4
+  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, (n,), dtype=np.int32)
+  tx = optimizers.make_optimizer(config.optim, 4, 4 * (steps + 1))
+  data = jax.device_put((images, labels))
+  statics = dict(batch_size=batch_size, full_batch_size=batch_size, steps_per_epoch=4)
+
+  def new_state():
+    return create_train_state(config, create_model(config.model), tx,
+                              pipeline.make_input_pipeline(config, images))
+
+  states, compiled, first_step, dots, order = {}, {}, {}, {}, None
+  previous = os.environ.get(conv.ENV_VAR)
+  try:
+    for mode in modes:
+      os.environ[conv.ENV_VAR] = mode
+      jax.clear_caches()
+      states[mode] = new_state()
+      order = steps_lib.epoch_order(states[mode], n, 4)
+      start = time.perf_counter()
+      lowered = steps_lib.train_step_on_device.lower(states[mode], *data, order, **statics)
+      dots[mode] = lowered.as_text().count('stablehlo.dot_general')  # Shows the modes differ.
+      compiled[mode] = lowered.compile()
+      states[mode], sums = compiled[mode](states[mode], *data, order)  # Warmup.
+      jax.block_until_ready(sums)
+      first_step[mode] = time.perf_counter() - start
+  finally:
+    if previous is None:
+      os.environ.pop(conv.ENV_VAR, None)
+    else:
+      os.environ[conv.ENV_VAR] = previous
+  wall = {mode: [] for mode in modes}
+  cpu = {mode: [] for mode in modes}
+  for _ in range(steps):
+    for mode in modes:
+      start, start_cpu = time.perf_counter(), time.process_time()
+      states[mode], sums = compiled[mode](states[mode], *data, order)
+      jax.block_until_ready(sums)
+      wall[mode].append(time.perf_counter() - start)
+      cpu[mode].append(time.process_time() - start_cpu)
+  median = lambda t: sorted(t)[len(t) // 2]
+  return [{'config': config_path, 'mode': mode, 'batch_size': batch_size,
+           'step_seconds': median(wall[mode]), 'step_cpu_seconds': median(cpu[mode]),
+           'first_step_seconds': first_step[mode], 'dot_general_ops': dots[mode],
+           'load_average': os.getloadavg()}
+          for mode in modes]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--out', default='')
+  parser.add_argument('--reps', type=int, default=5, help='timed runs per shape')
+  parser.add_argument('--shapes', default='', help='comma-separated indices into SHAPES; all')
+  parser.add_argument('--train_configs', default=','.join(TRAIN_CONFIGS),
+                      help="comma-separated; '' skips the train steps")
+  parser.add_argument('--batch_size', type=int, default=64, help='train-step batch')
+  parser.add_argument('--steps', type=int, default=5, help='timed train steps per mode')
+  args = parser.parse_args()
+
+  result = {'load_average_start': os.getloadavg(), 'shapes': [], 'train_steps': []}
+  chosen = [SHAPES[int(i)] for i in args.shapes.split(',')] if args.shapes else SHAPES
+  print(f"{'shape':24} {'batch':>5} {'fwd':>6} {'xla dW':>7} {'mm dW':>7} {'speedup':>7} "
+        f"{'(cpu)':>6} {'xla MiB':>7} {'mm MiB':>7}  auto    "
+        f"(GFLOP/s, wall; load {os.getloadavg()[0]:.1f})")
+  for shape in chosen:
+    row = measure_shape(*shape, reps=args.reps)
+    result['shapes'].append(row)
+    speedup = row['xla_weight_grad_seconds'] / row['matmul_weight_grad_seconds']
+    cpu_speedup = row['xla_weight_grad_cpu_seconds'] / row['matmul_weight_grad_cpu_seconds']
+    print(f"{row['name']:24} {row['batch']:5d} {row['forward_gflops']:6.1f} "
+          f"{row['xla_weight_grad_gflops']:7.1f} {row['matmul_weight_grad_gflops']:7.1f} "
+          f"{speedup:6.2f}x {cpu_speedup:5.2f}x {row['xla_weight_grad_temp_mib']:7.0f} "
+          f"{row['matmul_weight_grad_temp_mib']:7.0f}  "
+          f"{'matmul' if row['auto_uses_matmul'] else 'xla'}", flush=True)
+
+  for config_path in [c for c in args.train_configs.split(',') if c]:
+    plain, custom = measure_train_steps(config_path, args.batch_size, args.steps)
+    result['train_steps'].extend([plain, custom])
+    print(f"{config_path} train step, batch {args.batch_size}: plain "
+          f"{1000 * plain['step_seconds']:.0f} ms ({1000 * plain['step_cpu_seconds']:.0f} ms "
+          f"CPU), custom {1000 * custom['step_seconds']:.0f} ms "
+          f"({1000 * custom['step_cpu_seconds']:.0f} ms CPU): "
+          f"{plain['step_seconds'] / custom['step_seconds']:.2f}x wall, "
+          f"{plain['step_cpu_seconds'] / custom['step_cpu_seconds']:.2f}x CPU "
+          f"(dot_general ops {plain['dot_general_ops']} -> {custom['dot_general_ops']}; "
+          f"load {custom['load_average'][0]:.1f})", flush=True)
+  result['load_average_end'] = os.getloadavg()
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()
