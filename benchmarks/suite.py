@@ -11,10 +11,10 @@ each process's peak RSS is its own):
 
 * train step: the jitted `cifar_jax.train.train_step` (with the config's on-device augmentation)
   on one fixed batch of the config's batch size, or a Keras `fit` on rescaled arrays timed per
-  batch (augmentation is the host pipeline's, outside Keras's step); median seconds over --step_reps steps (fewer, at
-  least 2, once --step_budget seconds are spent: an exp11 step takes ~25 s on 2 cores) after a
-  warm-up one. compile_seconds: jax's lower + compile of the step for cifar_jax, first step minus
-  median step for Keras.
+  batch (augmentation is the host pipeline's, outside Keras's step); median seconds over
+  --step_reps steps (fewer, at least 2, once --step_budget seconds are spent: an exp11 step
+  takes ~25 s on 2 cores) after a warm-up one, and the fastest. compile_seconds: jax's lower +
+  compile of the step for cifar_jax, first step minus median step for Keras.
 * epoch: the production path, timed like the reports' training: cifar_jax's
   `train.loop.Run(config).fit()` (its history's epoch `time`, epoch 1 = compilation left out);
   Keras's `model.fit(x / 255 or ImageDataGenerator(rescale=1/255, **config.augment).flow(x, y),
@@ -27,7 +27,9 @@ each process's peak RSS is its own):
   x full_validation / subset_validation (labelled 'subset' / 'extrap' in the JSON and table).
 * FLOPs per training image: XLA's cost analysis of cifar_jax's compiled train step / batch size.
   Achieved FLOP/s of every framework = that x its train-step images/s, also as a fraction of
-  this machine's dense float32 matmul peak, measured in the same run (the best of numpy and XLA).
+  this machine's dense float32 matmul peak, measured in the same run (at its start and end, the
+  best of numpy and XLA). A fraction above 1 means the peak was taken while other work slowed
+  the machine more, or that the framework computes fewer FLOPs than XLA counts.
 * peak host memory: ru_maxrss of each child process.
 
 Keras gets the config's optimizer (Keras Adam / SGD / RMSprop / AdamW with its settings, the
