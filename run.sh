@@ -19,6 +19,8 @@ install() {  # install <requirements file>: only when it changed since the last 
   fi
 }
 
+source "$root/scripts/preload_tcmalloc.sh"  # A caching malloc, if installed (see there).
+
 cd "$root"
 if [ "${1:-}" = test ]; then
   shift

@@ -1,12 +1,14 @@
-"""Convolution weight gradient on CPU: XLA's vs cifar_jax.models.conv's matmuls, and train steps.
+"""Convolution gradients on CPU: XLA's against cifar_jax.models.conv's, alone and in a loop.
 
     python benchmarks/conv_grad.py --out=/tmp/conv_grad.json
 
 Per layer shape of the configs (exp11's VGG-like 3x3 convs, redes/m1's 6x6 convs, DenseNet121's
-stem, 1x1 and 3x3 convs): GFLOP/s of the forward convolution (for scale), of XLA's weight
-gradient and of the matmul one (median wall time of --reps interleaved runs after a warmup), the
-speedup in wall and in CPU time, the compiled programs' scratch memory, and what
-`conv_general_dilated` picks for the shape by default ('auto').
+stem, 1x1 and 3x3 convs): GFLOP/s (median wall time of --reps interleaved runs after a warm-up)
+of the forward convolution (for scale), of XLA's input + weight gradients, of conv's CPU
+gradients (`_cpu_grads` in the default 'auto' mode: explicit-layout convolutions, a matmul
+weight gradient for 1x1 kernels) and of the matmul-per-tap weight gradient; then the same
+gradients inside a 2-step `lax.fori_loop`, where XLA:CPU leaves its own gradient convolutions
+in a slow layout (XLA's in a loop only with --xla_in_loop: minutes per shape).
 
 Then the train step of configs/exp11.py and configs/exp0.py traced with CIFAR_JAX_CONV_GRAD=xla
 (plain convolutions) and =auto (the default), both compiled in one process and run interleaved.
@@ -61,7 +63,8 @@ def _median_seconds(fns: dict, args, reps: int) -> tuple[dict, dict]:
           {name: median(t) for name, t in cpu.items()})
 
 
-def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: int) -> dict:
+def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: int,
+                  xla_in_loop: bool = False) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -78,36 +81,47 @@ def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: i
   dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
   flops = 2 * np.prod(y.shape) * kernel * kernel * cin
 
-  programs = {
-      'forward': lambda x, w, dy: conv.xla_conv(spec, x, w),
-      'xla_weight_grad': functools.partial(conv.xla_weight_grad, spec),
+  def in_loop(grads):  # Two iterations: as a fori_loop of train steps runs them.
+    return lambda x, w, dy: lax.fori_loop(
+        0, 2, lambda i, acc: jax.tree.map(jnp.add, acc, grads(x, w, dy)),
+        jax.tree.map(jnp.zeros_like, jax.eval_shape(grads, x, w, dy)))
+
+  grads = {
+      'xla_grads': functools.partial(conv.xla_grads, spec),
+      'cpu_grads': functools.partial(conv._cpu_grads, spec),  # pylint: disable=protected-access
       'matmul_weight_grad': lambda x, w, dy: conv.matmul_weight_grad(x, dy, w.shape[:2], strides,
                                                                      spec.padding),
   }
+  programs = {'forward': lambda x, w, dy: conv.xla_conv(spec, x, w), **grads}
+  programs.update({f'{k}_in_loop': in_loop(f) for k, f in grads.items()
+                   if k != 'xla_grads' or xla_in_loop})
   compiled = {k: jax.jit(f).lower(x, w, dy).compile() for k, f in programs.items()}
-  xla, custom = (np.asarray(compiled[k](x, w, dy)) for k in ('xla_weight_grad',
-                                                            'matmul_weight_grad'))
+  xla, custom = (compiled[k](x, w, dy) for k in ('xla_grads', 'cpu_grads'))
+  difference = max(float(np.abs(np.asarray(c) - np.asarray(e)).max() / np.abs(np.asarray(e)).max())
+                   for c, e in zip(custom, xla))
   for fn in compiled.values():  # Warmup.
     jax.block_until_ready(fn(x, w, dy))
   seconds, cpu_seconds = _median_seconds(compiled, (x, w, dy), reps)
-  auto = conv.fallback_reason(x, w, strides, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  # FLOPs of each program: forward = flops, gradients 2 x flops (a loop runs them twice).
+  work = {k: flops * (1 if k == 'forward' else 2 if 'in_loop' not in k else 4) for k in compiled}
+  work['matmul_weight_grad'], work['matmul_weight_grad_in_loop'] = flops, 2 * flops
+  seconds = {k: s / (2 if 'in_loop' in k else 1) for k, s in seconds.items()}  # Per iteration.
+  work = {k: w / (2 if 'in_loop' in k else 1) for k, w in work.items()}
   return {
       'name': name, 'batch': batch, 'size': size, 'cin': cin, 'cout': cout, 'kernel': kernel,
       'stride': stride, 'padding': padding, 'gflop': flops / 1e9,
-      **{f'{k}_gflops': flops / s / 1e9 for k, s in seconds.items()},
+      **{f'{k}_gflops': work[k] / s / 1e9 for k, s in seconds.items()},
       **{f'{k}_seconds': s for k, s in seconds.items()},
       **{f'{k}_cpu_seconds': s for k, s in cpu_seconds.items()},
       **{f'{k}_temp_mib': c.memory_analysis().temp_size_in_bytes / 2**20
          for k, c in compiled.items()},
-      'input_mib': x.nbytes / 2**20,
-      'max_relative_difference': float(np.abs(custom - xla).max() / np.abs(xla).max()),
-      'auto_uses_matmul': auto is None, 'auto_reason': auto or '',
+      'input_mib': x.nbytes / 2**20, 'max_relative_difference': difference,
   }
 
 
 def measure_train_steps(config_path: str, batch_size: int, steps: int,
                         modes=('xla', 'auto')) -> list[dict]:
-  """Median seconds of the jitted train step (built as scaling.py builds it) per conv mode.
+  """Median seconds of the jitted train step on one fixed batch, per conv mode.
 
   Each mode's step is traced with CIFAR_JAX_CONV_GRAD set to it (after clearing jax's caches,
   which would otherwise reuse the first trace); the compiled steps then run interleaved.
@@ -125,30 +139,23 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   spec.loader.exec_module(module)
   config = module.get_config()
   rng = np.random.default_rng(0)
-  n = batch_size * 4
-  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
-  labels = rng.integers(0, 10, (n,), dtype=np.int32)
+  images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
   tx = optimizers.make_optimizer(config.optim, 4, 4 * (steps + 1))
-  data = jax.device_put((images, labels))
-  statics = dict(batch_size=batch_size, full_batch_size=batch_size, steps_per_epoch=4)
+  batch = jax.device_put({'image': images, 'label': labels})
 
-  def new_state():
-    return create_train_state(config, create_model(config.model), tx,
-                              pipeline.make_input_pipeline(config, images))
-
-  states, compiled, first_step, dots, order = {}, {}, {}, {}, None
+  states, compiled, first_step = {}, {}, {}
   previous = os.environ.get(conv.ENV_VAR)
   try:
     for mode in modes:
       os.environ[conv.ENV_VAR] = mode
       jax.clear_caches()
-      states[mode] = new_state()
-      order = steps_lib.epoch_order(states[mode], n, 4)
+      states[mode] = create_train_state(config, create_model(config.model), tx,
+                                        pipeline.make_input_pipeline(config, images))
       start = time.perf_counter()
-      lowered = steps_lib.train_step_on_device.lower(states[mode], *data, order, **statics)
-      dots[mode] = lowered.as_text().count('stablehlo.dot_general')  # Shows the modes differ.
-      compiled[mode] = lowered.compile()
-      states[mode], sums = compiled[mode](states[mode], *data, order)  # Warmup.
+      compiled[mode] = jax.jit(steps_lib.train_step, donate_argnums=0).lower(
+          states[mode], batch).compile()
+      states[mode], sums = compiled[mode](states[mode], batch)  # Warmup.
       jax.block_until_ready(sums)
       first_step[mode] = time.perf_counter() - start
   finally:
@@ -161,14 +168,14 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   for _ in range(steps):
     for mode in modes:
       start, start_cpu = time.perf_counter(), time.process_time()
-      states[mode], sums = compiled[mode](states[mode], *data, order)
+      states[mode], sums = compiled[mode](states[mode], batch)
       jax.block_until_ready(sums)
       wall[mode].append(time.perf_counter() - start)
       cpu[mode].append(time.process_time() - start_cpu)
   median = lambda t: sorted(t)[len(t) // 2]
   return [{'config': config_path, 'mode': mode, 'batch_size': batch_size,
            'step_seconds': median(wall[mode]), 'step_cpu_seconds': median(cpu[mode]),
-           'first_step_seconds': first_step[mode], 'dot_general_ops': dots[mode],
+           'first_step_seconds': first_step[mode],
            'load_average': os.getloadavg()}
           for mode in modes]
 
@@ -182,23 +189,22 @@ def main():
                       help="comma-separated; '' skips the train steps")
   parser.add_argument('--batch_size', type=int, default=64, help='train-step batch')
   parser.add_argument('--steps', type=int, default=5, help='timed train steps per mode')
+  parser.add_argument('--xla_in_loop', action='store_true',
+                      help="also XLA's own gradients in a loop (slow: minutes per shape)")
   args = parser.parse_args()
 
   result = {'load_average_start': os.getloadavg(), 'shapes': [], 'train_steps': []}
   chosen = [SHAPES[int(i)] for i in args.shapes.split(',')] if args.shapes else SHAPES
-  print(f"{'shape':24} {'batch':>5} {'fwd':>6} {'xla dW':>7} {'mm dW':>7} {'speedup':>7} "
-        f"{'(cpu)':>6} {'xla MiB':>7} {'mm MiB':>7}  auto    "
-        f"(GFLOP/s, wall; load {os.getloadavg()[0]:.1f})")
+  columns = ('forward', 'xla_grads', 'cpu_grads', 'matmul_weight_grad', 'xla_grads_in_loop',
+             'cpu_grads_in_loop', 'matmul_weight_grad_in_loop')
+  print(f"{'shape':24} {'batch':>5} " + ' '.join(f'{c[:17]:>17}' for c in columns) +
+        f"  (GFLOP/s, wall; load {os.getloadavg()[0]:.1f})")
   for shape in chosen:
-    row = measure_shape(*shape, reps=args.reps)
+    row = measure_shape(*shape, reps=args.reps, xla_in_loop=args.xla_in_loop)
     result['shapes'].append(row)
-    speedup = row['xla_weight_grad_seconds'] / row['matmul_weight_grad_seconds']
-    cpu_speedup = row['xla_weight_grad_cpu_seconds'] / row['matmul_weight_grad_cpu_seconds']
-    print(f"{row['name']:24} {row['batch']:5d} {row['forward_gflops']:6.1f} "
-          f"{row['xla_weight_grad_gflops']:7.1f} {row['matmul_weight_grad_gflops']:7.1f} "
-          f"{speedup:6.2f}x {cpu_speedup:5.2f}x {row['xla_weight_grad_temp_mib']:7.0f} "
-          f"{row['matmul_weight_grad_temp_mib']:7.0f}  "
-          f"{'matmul' if row['auto_uses_matmul'] else 'xla'}", flush=True)
+    print(f"{row['name']:24} {row['batch']:5d} " + ' '.join(
+        f"{row[c + '_gflops']:17.1f}" if c + '_gflops' in row else f"{'-':>17}"
+        for c in columns), flush=True)
 
   for config_path in [c for c in args.train_configs.split(',') if c]:
     plain, custom = measure_train_steps(config_path, args.batch_size, args.steps)
@@ -209,8 +215,7 @@ def main():
           f"({1000 * custom['step_cpu_seconds']:.0f} ms CPU): "
           f"{plain['step_seconds'] / custom['step_seconds']:.2f}x wall, "
           f"{plain['step_cpu_seconds'] / custom['step_cpu_seconds']:.2f}x CPU "
-          f"(dot_general ops {plain['dot_general_ops']} -> {custom['dot_general_ops']}; "
-          f"load {custom['load_average'][0]:.1f})", flush=True)
+          f"(load {custom['load_average'][0]:.1f})", flush=True)
   result['load_average_end'] = os.getloadavg()
   if args.out:
     with open(args.out, 'w') as f:

@@ -48,6 +48,9 @@ needs_tf() {  # Unless --frameworks=... leaves keras_tf out.
   return 0
 }
 
+# Every framework runs with the allocator run.sh gives cifar_jax (tcmalloc, when installed).
+source "$root/scripts/preload_tcmalloc.sh"
+
 cd "$root"
 if [ -n "${BENCH_PYTHON:-}" ]; then
   jax_python="$BENCH_PYTHON"

@@ -1,11 +1,13 @@
 """cifar_jax.models.conv computes what lax.conv_general_dilated computes, gradients included.
 
 The forward pass must be identical (it is XLA's convolution); the input gradient is XLA's too;
-the weight gradient (matmuls on CPU) must match XLA's to float32 rounding, for every kind of
+the weight gradient (a convolution with explicit transposes, or matmuls, on CPU) must match XLA's to float32 rounding, for every kind of
 convolution the configs build: kernels 1, 3, 4, 5, 6, 7; strides 1 and 2; 'SAME' (asymmetric
 for even kernels), 'VALID' and explicit padding; odd sizes; batch 1. Programs lowered for other
 platforms must keep XLA's gradient, op for op.
 """
+
+import re
 
 import jax
 from jax import export
@@ -64,9 +66,15 @@ def _forward_and_grads(conv_fn, x, w, dy, strides, padding):
   return (y, *vjp(dy))
 
 
+@pytest.fixture(params=['conv', 'matmul'])
+def custom_mode(request, monkeypatch):
+  """Each CPU weight-gradient form wherever it applies, whatever 'auto' would pick."""
+  monkeypatch.setenv(conv.ENV_VAR, request.param)
+  return request.param
+
+
 @pytest.fixture
 def matmul_mode(monkeypatch):
-  """The matmul weight gradient wherever it applies, whatever the shape heuristic says."""
   monkeypatch.setenv(conv.ENV_VAR, 'matmul')
 
 
@@ -77,7 +85,7 @@ def _assert_close(actual, expected, rtol):
 
 
 @pytest.mark.parametrize('case', CASES.values(), ids=CASES.keys())
-def test_forward_and_gradients_match_xla(case, matmul_mode):
+def test_forward_and_gradients_match_xla(case, custom_mode):
   x, w, dy, strides, padding = _operands(case)
 
   @jax.jit
@@ -89,12 +97,16 @@ def test_forward_and_gradients_match_xla(case, matmul_mode):
   np.testing.assert_array_equal(y_custom, y)
   _assert_close(dx_custom, dx, 1e-5)
   _assert_close(dw_custom, dw, 1e-5)
-  # The matmuls ran: XLA's gradient has no dot.
-  assert 'dot_general' in both.lower(x, w, dy).as_text()
+  # The custom form ran: XLA's gradient has no dot, and 3 convolutions (forward, dx, dw).
+  text = both.lower(x, w, dy).as_text()
+  if custom_mode == 'matmul':
+    assert 'dot_general' in text
+  else:
+    assert text.count('stablehlo.convolution') == 6 and 'dot_general' not in text
 
 
 @pytest.mark.parametrize('name', ['3x3_stride2_same_odd', '6x6_same_32px', '7x7_stride2_valid'])
-def test_bfloat16_gradients_match_xla(name, matmul_mode):
+def test_bfloat16_gradients_match_xla(name, custom_mode):
   # config.model.dtype='bfloat16' runs nn.Conv in bfloat16 (inputs and kernel cast to it).
   x, w, dy, strides, padding = _operands(CASES[name], jnp.bfloat16)
   expected, actual = jax.jit(lambda x, w, dy: [
@@ -199,11 +211,12 @@ def _model_loss_and_grads(config, seed=0):
 
 @pytest.mark.parametrize('config', [tiny_config.get_config(), m1.get_config()],
                          ids=['tiny_config', 'redes_m1'])
-def test_model_gradients_match_plain_conv(config, monkeypatch):
+@pytest.mark.parametrize('mode', ['auto', 'matmul'])
+def test_model_gradients_match_plain_conv(config, mode, monkeypatch):
   monkeypatch.setenv(conv.ENV_VAR, 'xla')
   (loss, grads), jaxpr = _model_loss_and_grads(config)
   assert 'platform_index' not in jaxpr
-  monkeypatch.setenv(conv.ENV_VAR, 'matmul')
+  monkeypatch.setenv(conv.ENV_VAR, mode)
   (loss_custom, grads_custom), jaxpr = _model_loss_and_grads(config)
   # The layer stack's nn.Conv uses conv.conv_general_dilated: its backward picks by platform.
   assert 'platform_index' in jaxpr
@@ -213,18 +226,43 @@ def test_model_gradients_match_plain_conv(config, monkeypatch):
     _assert_close(g_custom, g, 1e-5)
 
 
-@pytest.mark.parametrize('x_shape, w_shape, expected', [
-    ((256, 16, 16, 128), (3, 3, 128, 128), True),  # The issue's layer: 3x faster.
-    ((8, 56, 56, 128), (1, 1, 128, 128), True),  # DenseNet's 1x1 convs.
-    ((128, 8, 8, 256), (3, 3, 256, 256), True),
-    ((64, 8, 8, 256), (3, 3, 256, 256), False),  # 4096 rows: too few.
-    ((128, 32, 32, 64), (3, 3, 64, 64), False),
-    ((128, 4, 4, 512), (3, 3, 512, 512), False),
-    ((128, 32, 32, 3), (6, 6, 3, 16), False),
-    ((8, 56, 56, 128), (3, 3, 128, 32), False),
-])
-def test_auto_mode_uses_matmuls_where_they_measured_faster(x_shape, w_shape, expected):
-  assert conv.matmul_weight_grad_pays(x_shape, w_shape, (1, 1)) is expected
+@pytest.mark.parametrize('w_shape, expected', [((1, 1, 8, 4), 'matmul'), ((3, 3, 8, 4), 'conv'),
+                                               ((6, 6, 8, 4), 'conv')])
+def test_auto_mode_uses_a_matmul_for_1x1_kernels_and_a_conv_otherwise(w_shape, expected,
+                                                                       monkeypatch):
+  used = []
+  for form in ('matmul', 'conv'):
+    original = getattr(conv, f'{form}_weight_grad')
+    monkeypatch.setattr(conv, f'{form}_weight_grad',
+                        lambda *args, form=form, original=original, **kw: (
+                            used.append(form), original(*args, **kw))[1])
+  x = jnp.ones((2, 8, 8, 8))
+  jax.jit(jax.grad(lambda w: conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=CHANNELS_LAST).sum())).lower(jnp.ones(w_shape))
+  assert used == [expected]
+
+
+def test_gradients_in_a_loop_are_canonical_cpu_convolutions():
+  # XLA:CPU transposes gradient convolutions into its Eigen layout outside loops only; in a
+  # while body it ran a naive loop nest 8-300x slower. conv's gradient convolutions are already
+  # in that layout (channels-last input and output, HWIO kernel): no other remains.
+  x, w, dy, strides, padding = _operands(CASES['3x3_stride2_same_odd'])
+
+  def looped(conv_fn):
+    def grads(x, w, dy):
+      return jax.vjp(lambda x, w: conv_fn(x, w, strides, padding,
+                                          dimension_numbers=CHANNELS_LAST), x, w)[1](dy)
+    return jax.jit(lambda x, w, dy: lax.fori_loop(
+        0, 2, lambda i, g: jax.tree.map(jnp.add, g, grads(x, w, dy)),
+        (jnp.zeros_like(x), jnp.zeros_like(w))))
+
+  labels = lambda conv_fn: set(re.findall(r'dim_labels=(\S+?),', looped(conv_fn).lower(
+      x, w, dy).compile().as_text()))
+  assert labels(lax.conv_general_dilated) == {'b01f_01oi->b01f', 'f01b_i01o->01bf'}
+  assert labels(conv.conv_general_dilated) == {'b01f_01io->b01f'}
+  for custom, plain in zip(looped(conv.conv_general_dilated)(x, w, dy),
+                           looped(lax.conv_general_dilated)(x, w, dy)):
+    _assert_close(custom, plain, 1e-5)
 
 
 def test_batch_chunks_divide_the_batch():

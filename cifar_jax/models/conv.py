@@ -1,23 +1,27 @@
-"""`lax.conv_general_dilated` whose weight gradient is matmuls on CPU.
+"""`lax.conv_general_dilated` whose gradients XLA:CPU runs fast everywhere, loops included.
 
-XLA:CPU computes a convolution's weight gradient as another convolution: the batch becomes the
-contracted feature dimension and dy a kernel the size of the image. For many layer shapes that runs
-a few times slower than the forward convolution. The same numbers are one matmul per kernel tap,
-dW[tap] = window(tap)^T @ dy, contracting batch and output pixels, where window(tap) is the slice
-of the padded input that the tap sees at every output pixel; those run at XLA:CPU's matmul speed.
+XLA computes a convolution's gradients as two more convolutions: the input gradient convolves
+dy with the flipped kernel read as [*k, Cout, Cin] (dimension labels b01f_01oi->b01f), the
+weight gradient convolves the input with dy, the batch being the contracted feature dimension
+(f01b_i01o->01bf). Outside loops XLA:CPU transposes their operands into the layout its Eigen
+convolution takes; inside a while loop (a `lax.fori_loop` of train steps) it does not, and runs
+a naive loop nest, 8-300x slower (3x3 128->128 at 16 px, batch 256: weight gradient 57 s
+against 0.19 s). So on CPU both gradients here are those convolutions with the transposes
+written out (`conv_input_grad`, `conv_weight_grad`): as fast as XLA's outside loops, and inside
+them too. For 1x1 kernels the weight gradient is one matmul (`matmul_weight_grad`), 1.5-2x
+faster than either convolution (benchmarks/conv_grad.py).
 
 `conv_general_dilated` takes lax.conv_general_dilated's arguments, so flax's nn.Conv accepts it
-(`nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`). The forward pass and the input
-gradient are XLA's own; only the weight gradient changes, and only in programs lowered for CPU
-(`lax.platform_dependent`): on accelerators it is XLA's gradient, op for op. Convolutions the
-matmul form does not cover (dilations, feature or batch groups, layouts other than channels-last,
-non-float dtypes) are plain lax.conv_general_dilated, as are the shapes where XLA:CPU's own
-gradient measured as fast (`matmul_weight_grad_pays`).
+(`nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`). The forward pass is XLA's own;
+the gradients change only in programs lowered for CPU (`lax.platform_dependent`): on
+accelerators they are XLA's, op for op. Convolutions these forms do not cover (dilations,
+feature or batch groups, layouts other than channels-last, non-float dtypes) are plain
+lax.conv_general_dilated.
 
-CIFAR_JAX_CONV_GRAD picks the CPU weight gradient: 'auto' (the default) the matmuls where they
-pay, 'xla' never (plain lax.conv_general_dilated everywhere), 'matmul' wherever covered (tests,
-benchmarks). It is read when a convolution is traced, so a jitted function keeps the choice it
-was traced with.
+CIFAR_JAX_CONV_GRAD picks the CPU weight gradient: 'auto' (the default; as above), 'conv' (the
+explicit convolution for every kernel), 'matmul' (a matmul per kernel tap for every kernel),
+'xla' (plain lax.conv_general_dilated everywhere, gradients included). It is read when a
+convolution is traced, so a jitted function keeps the choice it was traced with.
 """
 
 import functools
@@ -30,7 +34,7 @@ from jax import lax
 import jax.numpy as jnp
 
 ENV_VAR = 'CIFAR_JAX_CONV_GRAD'
-MODES = ('auto', 'xla', 'matmul')
+MODES = ('auto', 'conv', 'matmul', 'xla')
 
 # Rows (batch x output pixels) per matmul in a tap's contraction: it runs as a batched matmul
 # of at least this many rows per batch entry, then a sum. One matmul contracting 10^5+ rows into
@@ -58,7 +62,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          rhs_dilation: Sequence[int] | None = None, dimension_numbers=None,
                          feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None, out_sharding=None):
-  """lax.conv_general_dilated, with a matmul weight gradient on CPU where it covers the case."""
+  """lax.conv_general_dilated, with the CPU weight gradient of the module docstring."""
   reason = fallback_reason(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
                            feature_group_count, batch_group_count, out_sharding)
   if reason is not None:
@@ -75,7 +79,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
 def fallback_reason(lhs, rhs, window_strides, lhs_dilation=None, rhs_dilation=None,
                     dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                     out_sharding=None) -> str | None:
-  """Why this convolution is plain lax.conv_general_dilated, or None if it gets the matmul grad."""
+  """Why this convolution is plain lax.conv_general_dilated, or None if it gets the custom VJP."""
   if mode() == 'xla':
     return f'{ENV_VAR}=xla'
   if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
@@ -90,8 +94,6 @@ def fallback_reason(lhs, rhs, window_strides, lhs_dilation=None, rhs_dilation=No
     return 'layout is not channels-last (NHWC, HWIO)'
   if not (jnp.issubdtype(lhs.dtype, jnp.floating) and jnp.issubdtype(rhs.dtype, jnp.floating)):
     return 'not floating point'
-  if mode() == 'auto' and not matmul_weight_grad_pays(lhs.shape, rhs.shape, window_strides):
-    return "XLA:CPU's own weight gradient is as fast for this shape"
   return None
 
 
@@ -107,25 +109,6 @@ def explicit_padding(lhs_shape, rhs_shape, strides, padding) -> tuple[tuple[int,
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs_shape[1:-1], rhs_shape[:-2], strides, padding)
   return tuple((int(low), int(high)) for low, high in padding)
-
-
-def matmul_weight_grad_pays(lhs_shape, rhs_shape, strides) -> bool:
-  """Whether, on CPU, the matmul weight gradient measured faster than XLA's for this shape.
-
-  Measured with benchmarks/conv_grad.py on a busy 2-core Xeon (AVX-512), wall and CPU time:
-  the matmuls win for 1x1 kernels (2-8x: XLA's gradient convolution is slowest there) and for
-  3x3 kernels of 64->128 channels or wider (128->128, 256->256: 1.4-3x) on 8x8+ images when
-  batch x pixels is 8192+. XLA's own is as fast, faster or a toss-up for narrower layers (3->64,
-  64->64, DenseNet's 128->32 growth convs), for 5x5+ kernels (m1's 6x6, the 7x7 stem), on 4x4
-  images, and for small batches of small images, where the tap matmuls get too small.
-  """
-  kernel_taps = _prod(rhs_shape[:-2])
-  cin, cout = rhs_shape[-2:]
-  out_pixels = _prod(-(-size // stride) for size, stride in zip(lhs_shape[1:-1], strides))
-  if kernel_taps == 1:
-    return True
-  return (kernel_taps <= 9 and min(cin, cout) >= 64 and cin * cout >= 8192 and out_pixels >= 64
-          and lhs_shape[0] * out_pixels >= 8192)
 
 
 # --- The convolution with a custom VJP. -----------------------------------------------------
@@ -149,30 +132,80 @@ def _conv_fwd(spec: ConvSpec, lhs, rhs):
 
 def _conv_bwd(spec: ConvSpec, residuals, dy):
   lhs, rhs = residuals
-  _, input_vjp = jax.vjp(lambda x: xla_conv(spec, x, rhs), lhs)
-  (dx,) = input_vjp(dy)
-  # Picked when the program is lowered, per platform: a CPU program gets the matmuls, any other
-  # only XLA's gradient convolution.
-  dw = lax.platform_dependent(lhs, rhs, dy, cpu=functools.partial(_cpu_weight_grad, spec),
-                              default=functools.partial(xla_weight_grad, spec))
-  return dx, dw
+  # Picked when the program is lowered, per platform: a CPU program gets _cpu_grads, any other
+  # XLA's own gradient convolutions.
+  return lax.platform_dependent(lhs, rhs, dy, cpu=functools.partial(_cpu_grads, spec),
+                                default=functools.partial(xla_grads, spec))
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def xla_grads(spec: ConvSpec, lhs, rhs, dy):
+  """XLA's input and weight gradients: what jax.grad of lax.conv_general_dilated computes."""
+  return jax.vjp(lambda x, w: xla_conv(spec, x, w), lhs, rhs)[1](dy)
+
+
 def xla_weight_grad(spec: ConvSpec, lhs, rhs, dy):
-  """XLA's weight gradient: what jax.grad of lax.conv_general_dilated computes."""
+  """XLA's weight gradient alone."""
   _, kernel_vjp = jax.vjp(lambda w: xla_conv(spec, lhs, w), rhs)
   return kernel_vjp(dy)[0]
 
 
-def _cpu_weight_grad(spec: ConvSpec, lhs, rhs, dy):
-  grad = matmul_weight_grad(lhs, dy, rhs.shape[:-2], spec.strides, spec.padding, spec.precision)
-  return grad.astype(rhs.dtype)
+def _cpu_grads(spec: ConvSpec, lhs, rhs, dy):
+  kernel_size = rhs.shape[:-2]
+  use_matmul = mode() == 'matmul' or (mode() == 'auto' and _prod(kernel_size) == 1)
+  weight_grad = matmul_weight_grad if use_matmul else conv_weight_grad
+  dw = weight_grad(lhs, dy, kernel_size, spec.strides, spec.padding, spec.precision)
+  return conv_input_grad(dy, rhs, lhs.shape, spec).astype(lhs.dtype), dw.astype(rhs.dtype)
 
 
-# --- The weight gradient as matmuls. ----------------------------------------------------------
+# --- The input gradient as a convolution with explicit transposes. ----------------------------
+
+def conv_input_grad(dy, rhs, lhs_shape, spec: ConvSpec):
+  """dx of a channels-last convolution: dy, dilated by the strides, convolved with the kernel
+  flipped in space and transposed to [*kernel_size, Cout, Cin] (the layout XLA:CPU's Eigen
+  convolution takes; XLA's own gradient leaves that transpose to its layout passes, which skip
+  while-loop bodies: 8x slower there for redes/m1's 6x6 convolutions)."""
+  kernel_size = rhs.shape[:-2]
+  kernel = jnp.swapaxes(jnp.flip(rhs, tuple(range(len(kernel_size)))), -1, -2)
+  pads = []
+  for size, out, k, s, (low, _) in zip(lhs_shape[1:-1], dy.shape[1:-1], kernel_size,
+                                       spec.strides, spec.padding):
+    before = k - 1 - low
+    pads.append((before, size + k - 1 - ((out - 1) * s + 1) - before))
+  return lax.conv_general_dilated(
+      dy, kernel, (1,) * len(kernel_size), pads, lhs_dilation=spec.strides,
+      dimension_numbers=channels_last_dimension_numbers(dy.ndim), precision=spec.precision,
+      preferred_element_type=spec.preferred_element_type)
+
+
+# --- The weight gradient as a convolution with explicit transposes. --------------------------
+
+def conv_weight_grad(lhs, dy, kernel_size: Sequence[int], strides: Sequence[int],
+                     padding: Sequence[tuple[int, int]], precision=None):
+  """dW [*kernel_size, Cin, Cout] of a channels-last convolution, as a channels-last convolution.
+
+  dW[k, ci, co] = sum over n, o of padded_lhs[n, o*s + k, ci] * dy[n, o, co]: a stride-1
+  convolution of lhs laid out [Cin, *spatial, N] (Cin as its batch, N as its features) with dy
+  laid out [*out_spatial, N, Cout] as its kernel, dilated by the strides. The high padding is
+  set so that the output is exactly the kernel's size (it may crop: a stride that does not
+  divide the padded input leaves its last rows unread).
+  """
+  lhs_t = jnp.moveaxis(lhs, (0, lhs.ndim - 1), (lhs.ndim - 1, 0))  # [Cin, *spatial, N]
+  dy_t = jnp.moveaxis(dy, 0, dy.ndim - 2)  # [*out_spatial, N, Cout]
+  pads = [(low, k + (out - 1) * s - size - low)
+          for size, out, k, s, (low, _) in zip(lhs.shape[1:-1], dy.shape[1:-1], kernel_size,
+                                               strides, padding)]
+  accumulate = jnp.promote_types(jnp.result_type(lhs.dtype, dy.dtype), jnp.float32)
+  grad = lax.conv_general_dilated(
+      lhs_t, dy_t, (1,) * len(kernel_size), pads, rhs_dilation=tuple(strides),
+      dimension_numbers=channels_last_dimension_numbers(lhs.ndim), precision=precision,
+      preferred_element_type=accumulate)  # [Cin, *kernel_size, Cout]
+  return jnp.moveaxis(grad, 0, grad.ndim - 2)
+
+
+# --- The weight gradient as matmuls (one per kernel tap). --------------------------------------
 
 def matmul_weight_grad(lhs, dy, kernel_size: Sequence[int], strides: Sequence[int],
                        padding: Sequence[tuple[int, int]], precision=None):

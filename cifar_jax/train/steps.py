@@ -120,15 +120,6 @@ def _step_in_epoch(state, images, labels, order, *, batch_size, full_batch_size,
 _EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_sharding')
 
 
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=_EPOCH_STATICS)
-def train_step_on_device(state, images, labels, order, *, batch_size, full_batch_size,
-                         steps_per_epoch, data_sharding=None):
-  """One train step on device-resident data (see `train_steps_on_device` for the arguments)."""
-  return _step_in_epoch(state, images, labels, order, batch_size=batch_size,
-                        full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
-                        data_sharding=data_sharding)
-
-
 @jax.jit  # Made on the device: nothing crosses from the host.
 def zero_sums() -> dict:
   return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
@@ -167,8 +158,10 @@ def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *,
   `data_sharding`, each device gathers and trains on its slice of the global batch. Returns the
   new state, `sums` plus these steps' metric sums, and the first non-finite step or -1.
 
-  Each step is its own dispatch: the same steps as one device-side `lax.fori_loop` measured 13x
-  slower per step on XLA:CPU (exp0, batch 512: 4.9 s against 0.37 s).
+  Each step is its own dispatch. The same steps as one device-side `lax.fori_loop` (once 8-20x
+  slower: XLA:CPU left gradient convolutions in a slow layout inside loops, fixed by
+  cifar_jax.models.conv) measured 36 against 44 ms per step for p2cnn/exp1 (batch 64), the same
+  for exp0 and 20% slower for redes/m1 (344 against 283 ms): no gain to build on yet.
   """
   first_nonfinite = no_nonfinite_step()
   for _ in range(num_steps):

@@ -1,0 +1,124 @@
+"""Train-step time under XLA:CPU flag sets and malloc choices: why cifar_jax sets what it sets.
+
+    python benchmarks/xla_cpu_flags.py --configs=configs/exp0.py,configs/redes/m1.py --out=f.json
+
+Per config (its train.batch_size, random uint8 images), per setting, in a fresh process (XLA
+reads XLA_FLAGS once; LD_PRELOAD applies at process start): the jitted train_step on one fixed
+batch, median wall time of --reps steps after two warm-ups, with minor page faults and system
+CPU time per step (getrusage). Settings:
+
+  xla_defaults   CIFAR_JAX_XLA_CPU_DEFAULTS=0: XLA's own defaults (YNNPACK convolution fusions)
+  cifar_jax      cifar_jax.xla_cpu's defaults (no YNNPACK fusions: XLA's Eigen convolutions)
+  no_xnnpack     cifar_jax's plus --xla_cpu_use_xnnpack=false
+
+each with glibc malloc and, where installed, tcmalloc (LD_PRELOAD; run.sh preloads it).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = {
+    'xla_defaults': {'CIFAR_JAX_XLA_CPU_DEFAULTS': '0'},
+    'cifar_jax': {},
+    'no_xnnpack': {'XLA_FLAGS': '--xla_cpu_use_xnnpack=false'},
+}
+
+
+def find_tcmalloc() -> str:
+  out = subprocess.run(['/sbin/ldconfig', '-p'], capture_output=True, text=True, check=False)
+  for line in out.stdout.splitlines():
+    if 'libtcmalloc_minimal.so.4 ' in line:
+      return line.split('=>')[-1].strip()
+  return ''
+
+
+def child(config_path: str, reps: int) -> dict:
+  """One setting: this process's environment is the setting."""
+  sys.path.insert(0, REPO)
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  batch_size = config.train.batch_size
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
+  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
+  state = create_train_state(config, create_model(config.model), tx,
+                             pipeline.make_input_pipeline(config, images))
+  batch = jax.device_put({'image': images, 'label': labels})
+  start = time.perf_counter()
+  step = jax.jit(steps.train_step, donate_argnums=0).lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  for _ in range(2):
+    state, sums = step(state, batch)
+    jax.block_until_ready(sums)
+  seconds = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(reps):
+    start = time.perf_counter()
+    state, sums = step(state, batch)
+    jax.block_until_ready(sums)
+    seconds.append(time.perf_counter() - start)
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return {'batch_size': batch_size, 'step_seconds': sorted(seconds)[len(seconds) // 2],
+          'compile_seconds': compile_seconds,
+          'page_faults_per_step': (after.ru_minflt - before.ru_minflt) / reps,
+          'system_seconds_per_step': (after.ru_stime - before.ru_stime) / reps,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'ld_preload': os.environ.get('LD_PRELOAD', '')}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', default='configs/exp0.py,configs/redes/m1.py,configs/p2cnn/exp1.py')
+  parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument('--reps', type=int, default=8)
+  parser.add_argument('--out', default='')
+  parser.add_argument('--child', default='', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(child(args.child, args.reps)))
+    return
+
+  tcmalloc = find_tcmalloc()
+  mallocs = {'glibc': '', **({'tcmalloc': tcmalloc} if tcmalloc else {})}
+  rows = []
+  print(f'load average {os.getloadavg()[0]:.2f}; tcmalloc: {tcmalloc or "not installed"}')
+  print(f"{'config':24} {'setting':14} {'malloc':9} {'step ms':>8} {'img/s':>7} "
+        f"{'faults/step':>11} {'sys ms':>7}")
+  for config_path in args.configs.split(','):
+    for setting in args.settings.split(','):
+      for malloc, preload in mallocs.items():
+        env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'LD_PRELOAD')}
+        env.update(SETTINGS[setting])
+        if preload:
+          env['LD_PRELOAD'] = preload
+        out = subprocess.run([sys.executable, __file__, f'--child={config_path}',
+                              f'--reps={args.reps}'], env=env, capture_output=True, text=True,
+                             check=True)
+        row = {'config': config_path, 'setting': setting, 'malloc': malloc,
+               'load_average': os.getloadavg(), **json.loads(out.stdout.splitlines()[-1])}
+        rows.append(row)
+        print(f"{config_path:24} {setting:14} {malloc:9} {1000 * row['step_seconds']:8.1f} "
+              f"{row['batch_size'] / row['step_seconds']:7.0f} {row['page_faults_per_step']:11.0f} "
+              f"{1000 * row['system_seconds_per_step']:7.1f}", flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()
