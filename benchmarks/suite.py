@@ -714,6 +714,18 @@ def is_loaded(load_averages, cpu_count: int) -> bool:
   return load_averages[0] > 0.25 * cpu_count
 
 
+def portable_argv(argv: list) -> list:
+  """argv with absolute paths made relative to the repo (or cut to their file name outside it),
+  so a results file names no machine's folders."""
+  def portable(arg: str) -> str:
+    key, sep, value = arg.partition('=')
+    if not sep or not os.path.isabs(value):
+      return arg
+    inside = os.path.commonpath([REPO, os.path.abspath(value)]) == REPO
+    return f'{key}={os.path.relpath(value, REPO) if inside else os.path.basename(value)}'
+  return [portable(arg) for arg in argv]
+
+
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--configs', default=','.join(DEFAULT_CONFIGS),
@@ -811,7 +823,7 @@ def best_peak(first: dict, second: dict) -> dict:
 def results_document(args, rows, peak, started, load_start, start_time, complete) -> dict:
   """The JSON document (see the README's benchmark section for its fields)."""
   return {'schema': SCHEMA, 'complete': complete, 'started': started.isoformat(timespec='seconds'),
-          'wall_seconds': time.perf_counter() - start_time, 'argv': sys.argv[1:],
+          'wall_seconds': time.perf_counter() - start_time, 'argv': portable_argv(sys.argv[1:]),
           'machine': {**machine_info(), 'load_average_start': list(load_start),
                       'load_average_end': list(os.getloadavg()),
                       'loaded': is_loaded(load_start, os.cpu_count() or 1)},

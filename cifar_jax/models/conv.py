@@ -146,12 +146,6 @@ def xla_grads(spec: ConvSpec, lhs, rhs, dy):
   return jax.vjp(lambda x, w: xla_conv(spec, x, w), lhs, rhs)[1](dy)
 
 
-def xla_weight_grad(spec: ConvSpec, lhs, rhs, dy):
-  """XLA's weight gradient alone."""
-  _, kernel_vjp = jax.vjp(lambda w: xla_conv(spec, lhs, w), rhs)
-  return kernel_vjp(dy)[0]
-
-
 def _cpu_grads(spec: ConvSpec, lhs, rhs, dy):
   kernel_size = rhs.shape[:-2]
   use_matmul = mode() == 'matmul' or (mode() == 'auto' and _prod(kernel_size) == 1)
