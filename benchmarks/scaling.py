@@ -47,7 +47,7 @@ def measure(config_path: str, steps: int, batch_size: int) -> dict:
 
   def run_steps(state, num_steps):  # As run_epoch dispatches them.
     state, sums, _ = steps_lib.train_steps_on_device(
-        state, *data, order, steps_lib.zero_sums(), num_steps, batch_size=batch_size,
+        state, *data, order, steps_lib.zero_sums(state.step), num_steps, batch_size=batch_size,
         full_batch_size=batch_size, steps_per_epoch=4, data_sharding=data_sharding)
     return state, sums
 

@@ -104,7 +104,7 @@ def main():
 
   def single_run(num_steps):
     holder['1 seed'], sums, _ = steps.train_steps_on_device(
-        holder['1 seed'], images, labels, order, steps.zero_sums(),
+        holder['1 seed'], images, labels, order, steps.zero_sums(holder['1 seed'].step),
         jax.device_put(np.int32(num_steps)), **statics)
     return sums
   variants['1 seed'], replicas['1 seed'] = single_run, 1
@@ -124,7 +124,7 @@ def main():
 
     def seeds_run(num_steps, name=name, seed_order=seed_order, shared=shared, vmap=vmap):
       holder[name], sums, _ = seeds.train_steps_on_device(
-          holder[name], images, labels, seed_order, seeds.zero_sums(args.seeds),
+          holder[name], images, labels, seed_order, steps.zero_sums(holder[name].step),
           jax.device_put(np.int32(num_steps)), active, shared_order=shared, vmap=vmap,
           **statics)
       return sums

@@ -27,6 +27,13 @@ SETTINGS = {
     'xla_defaults': {'CIFAR_JAX_XLA_CPU_DEFAULTS': '0'},
     'cifar_jax': {},
     'no_xnnpack': {'XLA_FLAGS': '--xla_cpu_use_xnnpack=false'},
+    'onednn': {'XLA_FLAGS': '--xla_cpu_use_onednn=true'},
+    'onednn_custom_call': {'XLA_FLAGS': '--xla_cpu_experimental_onednn_custom_call=true'},
+    'onednn_both': {'XLA_FLAGS': '--xla_cpu_use_onednn=true '
+                                 '--xla_cpu_experimental_onednn_custom_call=true'},
+    'llvm_o1': {'XLA_FLAGS': '--xla_backend_optimization_level=1'},
+    'llvm_o0': {'XLA_FLAGS': '--xla_backend_optimization_level=0'},
+    'onednn_dot_fusion': {'XLA_FLAGS': '--xla_cpu_experimental_onednn_fusion_type=dot,eltwise'},
 }
 
 
@@ -86,6 +93,7 @@ def main():
   parser.add_argument('--configs', default='configs/exp0.py,configs/redes/m1.py,configs/p2cnn/exp1.py')
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--reps', type=int, default=8)
+  parser.add_argument('--mallocs', default='glibc,tcmalloc')
   parser.add_argument('--out', default='')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -95,6 +103,7 @@ def main():
 
   tcmalloc = find_tcmalloc()
   mallocs = {'glibc': '', **({'tcmalloc': tcmalloc} if tcmalloc else {})}
+  mallocs = {k: v for k, v in mallocs.items() if k in args.mallocs.split(',')}
   rows = []
   print(f'load average {os.getloadavg()[0]:.2f}; tcmalloc: {tcmalloc or "not installed"}')
   print(f"{'config':24} {'setting':14} {'malloc':9} {'step ms':>8} {'img/s':>7} "

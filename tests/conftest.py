@@ -5,6 +5,16 @@ import pathlib
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # Keras is the parity reference; jax backend.
 
+# The suite is compile-bound (tiny models, few steps): XLA:CPU's LLVM optimisations multiply
+# compile times by ~5 (dropout's and init's random bits the most) and change no result here.
+# Set before jax starts, so this process and every launch.py subprocess compile this way.
+# CIFAR_JAX_TEST_XLA_OPTIMIZE=1 keeps XLA's optimisations (the programs users run).
+FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
+                          '--xla_llvm_disable_expensive_passes=true '
+                          '--xla_cpu_use_fusion_emitters=false')
+if os.environ.get('CIFAR_JAX_TEST_XLA_OPTIMIZE') != '1':
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
+
 import pytest  # pylint: disable=g-import-not-at-top
 
 from tests import synthetic_cifar  # pylint: disable=g-import-not-at-top

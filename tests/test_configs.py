@@ -64,11 +64,6 @@ CONFIGS = sorted(PARAMS)
 TESTED_ELSEWHERE = ('exp12', 'arquitecturas/tl_basic', 'arquitecturas/tl_vgg16',
                     'arquitecturas/tl_densenet121')
 
-# XLA's optimisations multiply the compile time of these one-step programs by ~5 and nothing
-# here depends on their speed; the flags only reach the subprocess that takes the steps.
-FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
-                          '--xla_llvm_disable_expensive_passes=true '
-                          '--xla_cpu_use_fusion_emitters=false')
 STEP_BATCH = 4
 
 
@@ -177,8 +172,7 @@ def step_results_json(data_dir: str, names) -> str:
 
 
 def _run_steps(data_dir, names, compilation_cache):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()}
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}  # XLA_FLAGS: conftest's fast-compile ones.
   if compilation_cache:  # A rerun loads the compiled steps instead of compiling them again.
     env.update(JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
@@ -196,7 +190,7 @@ def _run_steps(data_dir, names, compilation_cache):
 @pytest.fixture(scope='module')
 def step_results(synthetic_dir, request):
   """One training step of every config, taken in two subprocesses side by side (each config
-  compiles its own step, the slow part), so that XLA's flags stay out of this process. Compiled
+  compiles its own step, the slow and single-threaded part) with conftest's XLA flags. Compiled
   programs are kept in pytest's cache folder (.pytest_cache) when there is one."""
   cache = getattr(request.config, 'cache', None)
   compilation_cache = cache.mkdir('xla_compilation_cache') if cache else None

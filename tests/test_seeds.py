@@ -13,6 +13,7 @@ from cifar_jax.report import __main__ as report_cli
 from cifar_jax.train import interrupts
 from cifar_jax.train import outputs
 from cifar_jax.train import seeds
+from cifar_jax.train import steps
 from cifar_jax.train import train_and_evaluate
 from cifar_jax.train.config_checks import ConfigError, check_config
 from configs import base
@@ -220,10 +221,9 @@ def test_unrolled_replicas_equal_vmapped_ones_and_a_stopped_replica_keeps_its_st
   order = np.arange(64)
   results = {}
   for vmap in (True, False):
-    start = jax.tree.map(np.array, states)
+    start = jax.tree.map(jax.numpy.asarray, jax.tree.map(np.array, states))
     results[vmap] = jax.device_get(seeds.train_steps_on_device(
-        jax.tree.map(jax.numpy.asarray, start), images, labels, order, seeds.zero_sums(2),
-        np.int32(3), np.array([True, False]), shared_order=True, batch_size=32,
+        start, images, labels, order, steps.zero_sums(start.step), np.int32(3), np.array([True, False]), shared_order=True, batch_size=32,
         full_batch_size=32, steps_per_epoch=2, vmap=vmap))
   for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
     np.testing.assert_allclose(a, b, atol=1e-5)

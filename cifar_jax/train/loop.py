@@ -109,7 +109,9 @@ def run_epoch(state, train_data, plan: EpochPlan, bar: progress.ProgressBar, *, 
   epoch_end = epoch_start + plan.steps_per_epoch
   # The smaller last batch is its own dispatch (another batch shape, so another program).
   full_batches_end = epoch_end - (plan.last_batch_size != plan.batch_size)
-  sums = steps.zero_sums() if sums is None else sums
+  # Carried-over sums (an interrupted epoch's) are placed like the step's outputs too.
+  zero = steps.zero_sums(state.step)
+  sums = zero if sums is None else jax.tree.map(jnp.add, zero, sums)
   first_nonfinite = None
   while step < epoch_end:
     if (max_steps and step >= max_steps) or (stop_request and stop_request.requested):

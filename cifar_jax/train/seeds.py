@@ -162,18 +162,13 @@ def train_steps_on_device(states, images, labels, orders, sums, num_steps: int, 
   unrolled; see `vmapped`), each step one program for all replicas. `active` [N] bool:
   replicas that have stopped (False) keep their state and sums. Returns the first non-finite
   step of any training replica, or -1."""
-  first_nonfinite = jnp.full(active.shape, -1, jnp.int32)
+  first_nonfinite = steps.no_nonfinite_step(states.step)
   for _ in range(num_steps):
     states, sums, first_nonfinite = _accumulate_seeds_step(
         states, images, labels, orders, sums, first_nonfinite, active,
         shared_order=shared_order, batch_size=batch_size, full_batch_size=full_batch_size,
         steps_per_epoch=steps_per_epoch, data_sharding=data_sharding, vmap=vmap)
   return states, sums, _first_of_any(first_nonfinite)
-
-
-@functools.partial(jax.jit, static_argnames=('num_seeds',))
-def zero_sums(num_seeds: int) -> dict:
-  return {k: jnp.zeros((num_seeds,)) for k in ('loss', 'correct', 'count')}
 
 
 @functools.partial(jax.jit, static_argnames=('data_sharding', 'vmap'))
@@ -326,8 +321,8 @@ class SeedsRun(loop.Run):
         start = time.perf_counter()
         active = [run.stopped_by is None for run in self.runs]
         partial = self.run.partial_sums
-        sums = (zero_sums(self.num_seeds) if partial is None else
-                {k: jnp.asarray(v, jnp.float32) for k, v in partial.items()})
+        sums = None if partial is None else {k: jnp.asarray(v, jnp.float32)
+                                             for k, v in partial.items()}
         order = epoch_orders(self.state, self.data_rngs, self.plan.num_examples,
                              self.plan.steps_per_epoch, self.shared_order)
         train_fn = functools.partial(train_steps_on_device,

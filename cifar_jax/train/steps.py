@@ -121,8 +121,12 @@ _EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_shar
 
 
 @jax.jit  # Made on the device: nothing crosses from the host.
-def zero_sums() -> dict:
-  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
+def zero_sums(step) -> dict:
+  """Zero metric sums shaped and placed like `step` (a state's step: [] or [seeds]). They are
+  computed from it to carry its sharding, as the train step's outputs do: sums placed otherwise
+  would compile the step a second time for its first call."""
+  zero = (step * 0).astype(jnp.float32)
+  return {'loss': zero, 'correct': zero, 'count': zero}
 
 
 def accumulate_step(state, images, labels, order, sums, first_nonfinite, *, batch_size,
@@ -142,9 +146,9 @@ accumulate_train_step = jax.jit(accumulate_step, donate_argnums=(0, 4),
                                 static_argnames=_EPOCH_STATICS)
 
 
-@jax.jit  # Made on the device: nothing crosses from the host.
-def no_nonfinite_step() -> jax.Array:
-  return jnp.int32(-1)
+@jax.jit  # Made on the device, placed like `step` (see zero_sums).
+def no_nonfinite_step(step) -> jax.Array:
+  return (step * 0 - 1).astype(jnp.int32)
 
 
 def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *, batch_size,
@@ -163,7 +167,7 @@ def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *,
   cifar_jax.models.conv) measured 36 against 44 ms per step for p2cnn/exp1 (batch 64), the same
   for exp0 and 20% slower for redes/m1 (344 against 283 ms): no gain to build on yet.
   """
-  first_nonfinite = no_nonfinite_step()
+  first_nonfinite = no_nonfinite_step(state.step)
   for _ in range(num_steps):
     state, sums, first_nonfinite = accumulate_train_step(
         state, images, labels, order, sums, first_nonfinite, batch_size=batch_size,
@@ -180,7 +184,7 @@ def evaluate(state: TrainState, images, labels, mask, data_sharding=None) -> dic
     batch = _split_batch(dict(zip(('image', 'label', 'mask'), batch)), data_sharding)
     return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
 
-  totals, _ = jax.lax.scan(body, zero_sums(), (images, labels, mask))
+  totals, _ = jax.lax.scan(body, zero_sums(state.step), (images, labels, mask))
   return totals
 
 
