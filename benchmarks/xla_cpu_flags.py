@@ -26,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
     'xla_defaults': {'CIFAR_JAX_XLA_CPU_DEFAULTS': '0'},
     'cifar_jax': {},
+    'ynn_dots': {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=individual_dot'},
     'no_xnnpack': {'XLA_FLAGS': '--xla_cpu_use_xnnpack=false'},
     'onednn': {'XLA_FLAGS': '--xla_cpu_use_onednn=true'},
     'onednn_custom_call': {'XLA_FLAGS': '--xla_cpu_experimental_onednn_custom_call=true'},

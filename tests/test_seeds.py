@@ -3,9 +3,11 @@ unrolled in one program, train like separate runs of their seeds, stop on their 
 files the report pools, and resume exactly."""
 
 import contextlib
+import importlib
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -193,6 +195,23 @@ def test_what_seeds_cannot_combine_with_is_a_config_error_naming_the_key(key, va
     check_config(config)
 
 
+@pytest.mark.parametrize('name, shared_input, grouped', [
+    ('redes/m0', True, False),       # Its one convolution is the first layer: N x the filters.
+    ('redes/m0', False, True),       # Own orders or random augmentation: per-replica input.
+    ('exp0', True, False),
+    ('p2cnn/exp1', True, True),      # A second convolution reads per-replica activations.
+    ('arquitecturas/tl_vgg16', True, True)])
+def test_vmap_is_chosen_on_cpu_only_without_grouped_convolutions(name, shared_input, grouped,
+                                                                 monkeypatch):
+  model = importlib.import_module('configs.' + name.replace('/', '.')).get_config().model
+  assert seeds.grouped_convolutions(model, shared_input) is grouped
+  monkeypatch.delenv(seeds.ENV_VAR, raising=False)
+  assert seeds.vmapped(grouped) is (jax.default_backend() != 'cpu' or not grouped)
+  for mode, vmap in (('vmap', True), ('unrolled', False)):
+    monkeypatch.setenv(seeds.ENV_VAR, mode)
+    assert seeds.vmapped(grouped) is vmap
+
+
 def test_num_seeds_must_be_positive():
   config = tiny_config()
   config.num_seeds = 0
@@ -202,7 +221,6 @@ def test_num_seeds_must_be_positive():
 
 def test_unrolled_replicas_equal_vmapped_ones_and_a_stopped_replica_keeps_its_state():
   """CIFAR_JAX_SEEDS=unrolled (N plain copies in one program) against the vmapped program."""
-  import jax  # pylint: disable=g-import-not-at-top
   from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import create_train_state, optimizers  # pylint: disable=g-import-not-at-top

@@ -5,8 +5,9 @@ randomness and, with `seeds_share_data_order=False`, its own shuffle order (with
 default, every replica sees the batches of `data_seed`, default `seed`, in the same order). The
 train state gets a leading seed axis and the jitted device loop, evaluation and prediction run
 under `jax.vmap` inside one compiled program each, so N seeds cost one dispatch per chunk of
-steps, not N. On CPU the same programs run the replicas as N unbatched copies instead (no vmap;
-see `vmapped`, CIFAR_JAX_SEEDS), which XLA:CPU runs faster than grouped convolutions.
+steps, not N. With a shared order the replicas read one batch, gathered once. On CPU, where
+vmap would make feature-grouped convolutions, the programs run the replicas as N unbatched
+copies instead (no vmap; see `vmapped`, CIFAR_JAX_SEEDS): XLA:CPU runs those faster.
 
 Each replica is still its own Keras run: its own EarlyStopping (a replica that stops keeps its
 state, masked on the device, until all have stopped or the epochs end), ReduceLROnPlateau,
@@ -92,19 +93,31 @@ ENV_VAR = 'CIFAR_JAX_SEEDS'
 MODES = ('auto', 'vmap', 'unrolled')
 
 
-def vmapped() -> bool:
+def vmapped(grouped_convolutions: bool = True) -> bool:
   """How the programs run the replicas, by CIFAR_JAX_SEEDS: 'vmap' batches them with jax.vmap
-  (each layer one batched op; a convolution whose input and kernel both carry the seed axis
-  becomes a feature-grouped one); 'unrolled' puts N unbatched copies of the single-seed
-  computation into the one program; 'auto' (the default): 'unrolled' on CPU, where XLA's grouped
-  convolutions measured slower than N plain ones (benchmarks/seeds.py: vmap of 4 seeds ~5-7x
-  one seed, unrolled ~2.3x), else 'vmap'."""
+  (each layer one batched op); 'unrolled' puts N unbatched copies of the single-seed
+  computation into the one program; 'auto' (the default): 'vmap', except on CPU when the vmap
+  would have `grouped_convolutions` (see there), which XLA:CPU runs far slower than N plain
+  ones. Measured on a 2-core CPU (benchmarks/seeds.py, 4 seeds against one): p2cnn/exp1 vmap
+  4.9x, unrolled 3.7x; redes/m0, whose one convolution reads the shared batch, vmap 1.5x,
+  unrolled 4.1x."""
   value = os.environ.get(ENV_VAR, 'auto').lower()
   if value not in MODES:
     raise ValueError(f'{ENV_VAR}={value!r}; known: {list(MODES)}')
   if value == 'auto':
-    return jax.default_backend() != 'cpu'
+    return jax.default_backend() != 'cpu' or not grouped_convolutions
   return value == 'vmap'
+
+
+def grouped_convolutions(model_config, shared_input: bool) -> bool:
+  """Whether vmapped replicas would convolve a per-replica input with their per-replica kernels
+  (jax.vmap makes that one feature-grouped convolution). A convolution that is the model's first
+  layer does not when every replica reads the same batch (`shared_input`: a shared order and
+  no random augmentation): that is one convolution with N times the filters."""
+  if model_config.name != 'layer_stack':
+    return True  # A backbone: convolutions all the way down.
+  convs = [i for i, layer in enumerate(model_config.layers) if layer['type'] == 'conv2d']
+  return bool(convs) and (convs != [0] or not shared_input)
 
 
 def _over_seeds(fn, in_axes, vmap: bool, *args):
@@ -134,18 +147,29 @@ def _accumulate_seeds_step(states, images, labels, orders, sums, first_nonfinite
                            shared_order, batch_size, full_batch_size, steps_per_epoch,
                            data_sharding=None, vmap=True):
   """`steps.accumulate_step` for every replica, in one program. Replicas that have stopped
-  (`active` False) keep their state, sums and first_nonfinite."""
+  (`active` False) keep their state, sums and first_nonfinite. With a shared order the batch is
+  gathered once, at the training replicas' step (stopped ones lag, and their step is thrown
+  away), so every replica's first layer reads the same unbatched input."""
+
+  def keep_stopped(new, old, active):
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
+
+  statics = dict(batch_size=batch_size, full_batch_size=full_batch_size,
+                 steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
+  if shared_order:
+    batch = steps.epoch_batch(jnp.max(states.step), images, labels, orders, **statics)
+
+    def one_shared(state, sums, first_nonfinite, active):
+      new = steps.accumulate_on_batch(state, batch, sums, first_nonfinite)
+      return keep_stopped(new, (state, sums, first_nonfinite), active)
+
+    return _over_seeds(one_shared, (0, 0, 0, 0), vmap, states, sums, first_nonfinite, active)
 
   def one(state, order, sums, first_nonfinite, active):
-    new = steps.accumulate_step(
-        state, images, labels, order, sums, first_nonfinite, batch_size=batch_size,
-        full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
-        data_sharding=data_sharding)
-    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new,
-                        (state, sums, first_nonfinite))
+    new = steps.accumulate_step(state, images, labels, order, sums, first_nonfinite, **statics)
+    return keep_stopped(new, (state, sums, first_nonfinite), active)
 
-  return _over_seeds(one, (0, None if shared_order else 0, 0, 0, 0), vmap,
-                     states, orders, sums, first_nonfinite, active)
+  return _over_seeds(one, (0, 0, 0, 0, 0), vmap, states, orders, sums, first_nonfinite, active)
 
 
 @jax.jit
@@ -221,7 +245,9 @@ class SeedsRun(loop.Run):
           f'{self.mesh.size} devices; run with one device (e.g. CUDA_VISIBLE_DEVICES=0) or '
           'num_seeds=1')
     self.shared_order = bool(config.seeds_share_data_order)
-    self.vmap = vmapped()
+    pipe = self.input_pipeline
+    shared_input = self.shared_order and pipe.augment is None and pipe.layers is None
+    self.vmap = vmapped(grouped_convolutions(config.model, shared_input))
     keys = [jax.random.PRNGKey(c.seed if c.data_seed is None else c.data_seed)
             for c in self.seed_configs]
     self.data_rngs = jax.device_put(keys[0] if self.shared_order else jnp.stack(keys))

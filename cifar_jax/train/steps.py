@@ -107,14 +107,13 @@ def _split_batch(tree, data_sharding):
   return jax.lax.with_sharding_constraint(tree, data_sharding)
 
 
-def _step_in_epoch(state, images, labels, order, *, batch_size, full_batch_size, steps_per_epoch,
-                   data_sharding):
-  """Gathers this step's batch from the device-resident split, then runs `train_step`. The
-  position in the epoch comes from `state.step`, so nothing is sent from the host per step."""
-  start = (state.step % steps_per_epoch) * full_batch_size
+def epoch_batch(step, images, labels, order, *, batch_size, full_batch_size, steps_per_epoch,
+                data_sharding=None) -> dict:
+  """The batch of global step `step` (a state's step: the position in its epoch), gathered
+  from the device-resident split in the epoch's `order`, so nothing is sent from the host."""
+  start = (step % steps_per_epoch) * full_batch_size
   index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
-  batch = _split_batch({'image': images[index], 'label': labels[index]}, data_sharding)
-  return train_step(state, batch)
+  return _split_batch({'image': images[index], 'label': labels[index]}, data_sharding)
 
 
 _EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_sharding')
@@ -129,17 +128,24 @@ def zero_sums(step) -> dict:
   return {'loss': zero, 'correct': zero, 'count': zero}
 
 
-def accumulate_step(state, images, labels, order, sums, first_nonfinite, *, batch_size,
-                    full_batch_size, steps_per_epoch, data_sharding=None):
-  """One train step on device-resident data (see `train_steps_on_device`), adding its metric
-  sums to `sums` and noting in `first_nonfinite` (-1 until then) the first step whose loss was
-  not finite (1-based global count, as `state.step` after it)."""
-  state, batch_sums = _step_in_epoch(
-      state, images, labels, order, batch_size=batch_size, full_batch_size=full_batch_size,
-      steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
+def accumulate_on_batch(state, batch, sums, first_nonfinite):
+  """`train_step` on `batch`, adding its metric sums to `sums` and noting in `first_nonfinite`
+  (-1 until then) the first step whose loss was not finite (1-based global count, as
+  `state.step` after it)."""
+  state, batch_sums = train_step(state, batch)
   bad = (first_nonfinite < 0) & ~jnp.isfinite(batch_sums['loss'])
   first_nonfinite = jnp.where(bad, state.step.astype(jnp.int32), first_nonfinite)
   return state, jax.tree.map(jnp.add, sums, batch_sums), first_nonfinite
+
+
+def accumulate_step(state, images, labels, order, sums, first_nonfinite, *, batch_size,
+                    full_batch_size, steps_per_epoch, data_sharding=None):
+  """One train step on device-resident data (see `train_steps_on_device`): `epoch_batch` of
+  the state's step, then `accumulate_on_batch`."""
+  batch = epoch_batch(state.step, images, labels, order, batch_size=batch_size,
+                      full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
+                      data_sharding=data_sharding)
+  return accumulate_on_batch(state, batch, sums, first_nonfinite)
 
 
 accumulate_train_step = jax.jit(accumulate_step, donate_argnums=(0, 4),
