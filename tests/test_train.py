@@ -11,6 +11,7 @@ from cifar_jax.train import create_train_state, eval_step, train_step
 from cifar_jax.train import loop
 from cifar_jax.train import optimizers
 from cifar_jax.train import sharding
+from cifar_jax.train import state as state_lib
 from cifar_jax.train import steps
 from tests import synthetic_cifar
 from tests.conftest import tiny_config
@@ -161,3 +162,17 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(arrays):
   logits = lambda x: jnp.log(steps.predict_step(plain, x))  # log-softmax: logits up to a constant
   expected = jax.nn.softmax(0.5 * (logits(images) + logits(images[:, :, ::-1])))
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_compiled_without_llvm_optimisations_gives_the_optimised_values(monkeypatch):
+  """init's fast compile (state.CPU_INIT_COMPILER_OPTIONS) changes its speed, not its values."""
+  model = create_model(tiny_config().model)
+  fast = state_lib.init_variables(model, (32, 32, 3), 7)
+  monkeypatch.setattr(state_lib, 'CPU_INIT_COMPILER_OPTIONS',
+                      {'xla_backend_optimization_level': 3,
+                       'xla_llvm_disable_expensive_passes': False})
+  optimised = state_lib.init_variables(model, (32, 32, 3), 7)
+  leaves = jax.tree.leaves(fast)
+  assert len(leaves) == len(jax.tree.leaves(optimised)) > 4
+  for a, b in zip(leaves, jax.tree.leaves(optimised)):
+    np.testing.assert_array_equal(a, b)
