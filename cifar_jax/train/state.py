@@ -44,6 +44,8 @@ def init_variables(model, input_shape, seed: int):
     variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
     return variables['params'], variables.get('batch_stats', {})
 
+  if isinstance(key, jax.core.Tracer):  # Traced (e.g. jax.eval_shape of a state): no compile.
+    return jax.jit(init)(key)
   options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
   return jax.jit(init).lower(key).compile(compiler_options=options)(key)
 
