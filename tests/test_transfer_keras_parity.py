@@ -81,13 +81,9 @@ def imported(module, path, scope=()):
   return {'params': params, 'batch_stats': batch_stats}
 
 
-# XLA's CPU optimisations take longer than they save on one forward pass of these networks.
-FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-
-
 def run_once(fn, *args):
-  """fn(*args), jitted with FAST_COMPILE."""
-  return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
+  """fn(*args), jitted (with the suite's fast-compile XLA flags: tests/conftest.py)."""
+  return jax.jit(fn)(*args)
 
 
 def flax_inference(module, variables, x):

@@ -150,26 +150,22 @@ def _accumulate_seeds_step(states, images, labels, orders, sums, first_nonfinite
   (`active` False) keep their state, sums and first_nonfinite. With a shared order the batch is
   gathered once, at the training replicas' step (stopped ones lag, and their step is thrown
   away), so every replica's first layer reads the same unbatched input."""
-
-  def keep_stopped(new, old, active):
-    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
-
-  statics = dict(batch_size=batch_size, full_batch_size=full_batch_size,
-                 steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
+  gather = functools.partial(steps.epoch_batch, images=images, labels=labels,
+                             batch_size=batch_size, full_batch_size=full_batch_size,
+                             steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
   if shared_order:
-    batch = steps.epoch_batch(jnp.max(states.step), images, labels, orders, **statics)
+    batches, batch_axis = gather(jnp.max(states.step), order=orders), None
+  else:
+    batches, batch_axis = jax.vmap(lambda step, order: gather(step, order=order))(
+        states.step, orders), 0
 
-    def one_shared(state, sums, first_nonfinite, active):
-      new = steps.accumulate_on_batch(state, batch, sums, first_nonfinite)
-      return keep_stopped(new, (state, sums, first_nonfinite), active)
+  def one(state, batch, sums, first_nonfinite, active):
+    new = steps.accumulate_on_batch(state, batch, sums, first_nonfinite)
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new,
+                        (state, sums, first_nonfinite))
 
-    return _over_seeds(one_shared, (0, 0, 0, 0), vmap, states, sums, first_nonfinite, active)
-
-  def one(state, order, sums, first_nonfinite, active):
-    new = steps.accumulate_step(state, images, labels, order, sums, first_nonfinite, **statics)
-    return keep_stopped(new, (state, sums, first_nonfinite), active)
-
-  return _over_seeds(one, (0, 0, 0, 0, 0), vmap, states, orders, sums, first_nonfinite, active)
+  return _over_seeds(one, (0, batch_axis, 0, 0, 0), vmap,
+                     states, batches, sums, first_nonfinite, active)
 
 
 @jax.jit

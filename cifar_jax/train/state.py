@@ -39,15 +39,16 @@ def init_variables(model, input_shape, seed: int):
   x = jnp.zeros((1, *input_shape), jnp.float32)
   key = jax.random.fold_in(jax.random.PRNGKey(seed), INIT_STREAM)
 
+  @jax.jit
   def init(key):
     params_key, dropout_key = jax.random.split(key)
     variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
     return variables['params'], variables.get('batch_stats', {})
 
   if isinstance(key, jax.core.Tracer):  # Traced (e.g. jax.eval_shape of a state): no compile.
-    return jax.jit(init)(key)
+    return init(key)
   options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
-  return jax.jit(init).lower(key).compile(compiler_options=options)(key)
+  return init.lower(key).compile(compiler_options=options)(key)
 
 
 def create_train_state(config, model, tx, input_pipeline: InputPipeline,
