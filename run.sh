@@ -15,7 +15,11 @@ install() {  # install <requirements file>: only when it changed since the last 
     echo "Installing $1 into $venv (first run only)..." >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
     cp "$req" "$stamp"
-    [ "$1" = requirements-test.txt ] && cp "$root/requirements.txt" "$venv/.installed-requirements.txt"
+    # (An `if`, not `[ ] && cp`: as the function's last command a false test would be its exit
+    # status, and `set -e` would end a first `./run.sh --config=...` right after installing.)
+    if [ "$1" = requirements-test.txt ]; then
+      cp "$root/requirements.txt" "$venv/.installed-requirements.txt"
+    fi
   fi
 }
 

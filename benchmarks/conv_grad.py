@@ -129,9 +129,8 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import conv, create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import conv  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import setup  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
@@ -141,7 +140,7 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
   labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
-  tx = optimizers.make_optimizer(config.optim, 4, 4 * (steps + 1))
+  config.train.batch_size = batch_size
   batch = jax.device_put({'image': images, 'label': labels})
 
   states, compiled, first_step = {}, {}, {}
@@ -150,8 +149,8 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
     for mode in modes:
       os.environ[conv.ENV_VAR] = mode
       jax.clear_caches()
-      states[mode] = create_train_state(config, create_model(config.model), tx,
-                                        pipeline.make_input_pipeline(config, images))
+      splits = setup.array_splits(images, labels)
+      states[mode], _ = setup.create_train_state_from_config(config, splits)
       start = time.perf_counter()
       compiled[mode] = jax.jit(steps_lib.train_step, donate_argnums=0).lower(
           states[mode], batch).compile()

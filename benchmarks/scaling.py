@@ -24,9 +24,8 @@ def measure(config_path: str, steps: int, batch_size: int) -> dict:
   import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers, sharding, steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import create_train_state_from_config, setup, sharding  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
   module = importlib.util.module_from_spec(spec)
@@ -39,9 +38,9 @@ def measure(config_path: str, steps: int, batch_size: int) -> dict:
   labels = rng.integers(0, 10, (n,), dtype=np.int32)
   mesh = sharding.make_mesh()
   data_sharding = sharding.batch_split(mesh) if mesh.size > 1 else None
-  tx = optimizers.make_optimizer(config.optim, 4, 4 * steps)
-  state = sharding.replicate(create_train_state(
-      config, create_model(config.model), tx, pipeline.make_input_pipeline(config, images)), mesh)
+  config.train.batch_size = batch_size
+  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  state = sharding.replicate(state, mesh)
   data = sharding.replicate((images, labels), mesh)
   order = steps_lib.epoch_order(state, n, 4)
 

@@ -28,9 +28,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-from cifar_jax.train import create_train_state, optimizers, seeds, steps  # pylint: disable=g-import-not-at-top
+from cifar_jax.train import seeds, setup, steps  # pylint: disable=g-import-not-at-top
 
 
 def load_config(path: str):
@@ -82,18 +80,15 @@ def main():
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
   labels = jax.device_put(rng.integers(0, 10, (n,), dtype=np.int32))
-  model = create_model(config.model)
-  tx = optimizers.make_optimizer(config.optim, steps_per_epoch, 1000 * steps_per_epoch)
-  input_pipeline = pipeline.make_input_pipeline(config, np.asarray(images))
+  config.train.batch_size = batch_size
+  # The run's own recipe (seeds config.seed + i, as --config.num_seeds builds them).
+  run_setup = setup.RunSetup.create(config, setup.array_splits(images, labels))
+  states = run_setup.train_states(configs=[seeds.seed_config(config, i)
+                                           for i in range(args.seeds)])
+  stacked = seeds.stack(states)
+  single = states[0]
   statics = dict(batch_size=batch_size, full_batch_size=batch_size,
                  steps_per_epoch=steps_per_epoch)
-
-  def new_state(seed):
-    c = config.copy_and_resolve_references()
-    c.seed = seed
-    return create_train_state(c, model, tx, input_pipeline)
-
-  single = new_state(0)
   order = steps.epoch_order(single, n, steps_per_epoch)
   before = uptime()
   print(f'{args.config}: batch {batch_size}, {args.steps} steps per dispatch, '
@@ -109,7 +104,6 @@ def main():
     return sums
   variants['1 seed'], replicas['1 seed'] = single_run, 1
 
-  stacked = seeds.stack([new_state(s) for s in range(args.seeds)])
   active = jax.device_put(np.ones(args.seeds, bool))
   setups = [(f'{args.seeds} seeds, vmap, shared order', order, True, True)]
   if args.own_order:

@@ -34,7 +34,7 @@ each process's peak RSS is its own):
 
 Keras gets the config's optimizer (Keras Adam / SGD / RMSprop / AdamW with its settings, the
 schedule's initial LR), sparse categorical cross-entropy on the softmax output and the layers'
-L2 penalties (tests/keras_reference.py builds the same model from the config; on jax it starts
+L2 penalties (cifar_jax/testing/keras_reference.py builds the same model from the config; on jax it starts
 from cifar_jax's initial weights), Keras's default jit_compile (XLA on jax, off for TensorFlow
 on a CPU), and validates in batches of train.batch_size (Keras's default for fit on arrays).
 The reports' callbacks (EarlyStopping, ReduceLROnPlateau) are left out: end-of-epoch host work
@@ -207,16 +207,11 @@ def cost_flops(compiled) -> float | None:
 def cifar_jax_train_step(config, splits, plan: Plan) -> dict:
   """Compile time, FLOPs and steady images/s of the jitted train_step on one fixed batch."""
   import jax  # pylint: disable=g-import-not-at-top
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import create_train_state_from_config, steps  # pylint: disable=g-import-not-at-top
 
   batch_size = config.train.batch_size
   images, labels = splits.train.images, splits.train.labels
-  # The step counts only shape LR schedules, which cost the same at any step.
-  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
-  state = create_train_state(config, create_model(config.model), tx,
-                             pipeline.make_input_pipeline(config, images))
+  state, _ = create_train_state_from_config(config, splits)  # What the run starts from.
   batch = jax.device_put({'image': images[:batch_size], 'label': labels[:batch_size]})
   start = time.perf_counter()
   compiled = jax.jit(steps.train_step, donate_argnums=0).lower(state, batch).compile()
@@ -270,7 +265,7 @@ def cifar_jax_epochs(config, plan: Plan, measured: EpochShape, full: EpochShape)
     run = loop.Run(config, workdir)
     try:
       run.fit()
-      times = [row['time'] for row in run.run.history]
+      times = [row['time'] for row in run.replicas[0].record.history]
       try:
         validation = cifar_jax_validation_seconds(run)
       except (AttributeError, TypeError):  # The loop's internals moved: no split of the time.
@@ -341,7 +336,7 @@ def initial_variables(config):
 def build_keras(config, backend: str):
   """The config's model as a compiled keras.Sequential (softmax output)."""
   import keras  # pylint: disable=g-import-not-at-top
-  from tests import keras_reference  # pylint: disable=g-import-not-at-top
+  from cifar_jax.testing import keras_reference  # pylint: disable=g-import-not-at-top
   if config.model.name != 'layer_stack':
     raise ValueError(f'Keras runs need a layer_stack model, not {config.model.name!r}')
   input_shape = tuple(config.model.input_shape)

@@ -7,7 +7,14 @@ Images go in as the training data did: decoded to RGB, resized to the model's in
 Pillow's bilinear filter (antialiased: when shrinking, the filter widens with the scale factor)
 and kept as uint8 0..255; the run's input pipeline then normalises them, (x - mean) / std with
 results.json's `normalization`. The aspect ratio is not kept (Keras's load_img(target_size)
-squashes too). A folder contributes its .png/.jpg/.jpeg files.
+squashes too). A folder contributes its .png/.jpg/.jpeg files. An image many times the input
+size is decoded at a reduced size first (JPEG: Pillow's `draft`, which scales the DCT; others:
+`reduce` by a whole factor right after decoding), never below 4x the input size, so a huge photo
+costs megabytes, not gigabytes.
+
+The command classifies every readable image, lists each unreadable one on stderr (`error:
+PATH: why`) and then exits with code 1; a missing file or a bad run folder is exit code 2,
+before any work. The workdir and the images may be gs:// URLs (cifar_jax.paths).
 
 In a script:
 
@@ -21,6 +28,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -29,6 +37,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from cifar_jax import paths as fs  # (`paths` names lists of image paths below)
 from cifar_jax.data import pipeline
 from cifar_jax.models import create_model
 from cifar_jax.report import run_files
@@ -42,6 +51,8 @@ from cifar_jax.train.state import TrainState, create_train_state
 CHECKPOINTS = ('best', 'latest')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 RESIZE_METHOD = 'Pillow bilinear (antialiased)'
+# Images larger than this many times the input (per side) are decoded reduced, to this multiple.
+DECODE_MARGIN = 4
 
 
 class PredictError(ValueError):
@@ -130,9 +141,9 @@ def restore_state(config, run: run_files.Run, checkpoint: str) -> TrainState:
   """
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f'checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}')
-  folder = os.path.join(run.workdir, 'checkpoints')
+  folder = fs.join(run.workdir, 'checkpoints')
   # Checked first: the Checkpointer creates missing folders, and predicting writes nothing.
-  if not all(os.path.isdir(os.path.join(folder, kind)) for kind in CHECKPOINTS):
+  if not all(fs.isdir(fs.join(folder, kind)) for kind in CHECKPOINTS):
     raise checkpointing.CheckpointError(
         f'no checkpoint in {folder}: the run was trained with checkpoint.enabled=False, or its '
         'checkpoints were moved.')
@@ -145,7 +156,8 @@ def restore_state(config, run: run_files.Run, checkpoint: str) -> TrainState:
       return checkpointer.restore_best(template(step // steps_per_epoch(config, run) - 1))
     first = template(0)
     restored = checkpointer.restore_latest(lambda host: template(freezing.saved_epoch(host)),
-                                           (first.params, first.batch_stats))
+                                           (first.params, first.batch_stats),
+                                           set_aside_unusable=False)  # Predicting writes nothing.
     if restored is None:
       raise checkpointing.CheckpointError(f'no latest checkpoint in {checkpointer.directory}: '
                                           'the run has not saved one yet.')
@@ -183,13 +195,13 @@ def image_paths(paths: Sequence[str]) -> list[str]:
   """
   found = []
   for path in paths:
-    if os.path.isdir(path):
-      files = sorted(os.path.join(path, name) for name in os.listdir(path)
+    if fs.isdir(path):
+      files = sorted(fs.join(path, name) for name in fs.listdir(path)
                      if name.lower().endswith(IMAGE_SUFFIXES))
       if not files:
         raise ImageError(f'{path}: the folder holds no {"/".join(IMAGE_SUFFIXES)} file')
       found += files
-    elif os.path.exists(path):
+    elif fs.exists(path):
       found.append(path)
     else:
       raise ImageError(f'{path}: no such file or folder')
@@ -204,20 +216,68 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
   """
   height, width, channels = image_shape
   try:
-    with Image.open(path) as image:
-      image = ImageOps.exif_transpose(image)  # Camera JPEGs: upright, as a viewer shows them.
-      image = image.convert('RGB' if channels == 3 else 'L')  # Decodes the whole file.
-      if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-      pixels = np.asarray(image, np.uint8)
+    with warnings.catch_warnings():
+      # Pillow warns about (and decodes) images over ~89M pixels; these are decoded reduced.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(fs.bytes_file(path) if fs.is_url(path) else path) as image:
+        image = _decode_reduced(image, width, height)
+        image = ImageOps.exif_transpose(image)  # Camera JPEGs: upright, as a viewer shows them.
+        image = image.convert('RGB' if channels == 3 else 'L')
+        if image.size != (width, height):
+          image = image.resize((width, height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, np.uint8)
+  except Image.DecompressionBombError as e:
+    raise ImageError(f'{path}: too large to decode ({_first_line(e)})') from e
   except Exception as e:  # pylint: disable=broad-except  (Pillow's decoders raise many kinds)
-    raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from e
+    raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {_first_line(e)})'
+                     ) from e
   return pixels.reshape(height, width, channels)
 
 
+def _decode_reduced(image: Image.Image, width: int, height: int) -> Image.Image:
+  """Decodes `image`, at a reduced size when it is more than DECODE_MARGIN times (width,
+  height) on both sides: JPEG's draft mode decodes at 1/2, 1/4 or 1/8 scale directly; other
+  formats are decoded whole and reduced at once by a whole factor (before any conversion copies
+  them). Either way at least DECODE_MARGIN x the target is kept for the antialiased resize."""
+  target = (DECODE_MARGIN * width, DECODE_MARGIN * height)
+  if image.format == 'JPEG':
+    image.draft(image.mode, target)  # Keeps the size >= target on both sides.
+  image.load()
+  factor = min(image.size[0] // target[0], image.size[1] // target[1])
+  if factor >= 2:
+    try:
+      image = image.reduce(factor)
+    except ValueError:  # Modes reduce() lacks (palette, 16-bit): convert first.
+      image = image.convert('RGBA' if 'A' in image.getbands() else 'RGB').reduce(factor)
+  return image
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
 def read_images(paths: Sequence[str], image_shape: Sequence[int]) -> np.ndarray:
-  """uint8 [N, H, W, C]; every file is read before any prediction, so a bad one costs little."""
+  """uint8 [N, H, W, C]; every file is read before any prediction, so a bad one costs little.
+
+  Raises:
+    ImageError: the first file that cannot be read (see `read_readable_images` to skip them).
+  """
   return np.stack([read_image(path, image_shape) for path in paths])
+
+
+def read_readable_images(paths: Sequence[str], image_shape: Sequence[int]
+                         ) -> tuple[list[str], np.ndarray, list[ImageError]]:
+  """(readable paths, their uint8 images [N, H, W, C], one ImageError per unreadable file)."""
+  readable, images, failures = [], [], []
+  for path in paths:
+    try:
+      images.append(read_image(path, image_shape))
+      readable.append(path)
+    except ImageError as e:
+      failures.append(e)
+  shape = (0, *image_shape)
+  return readable, np.stack(images) if images else np.zeros(shape, np.uint8), failures
 
 
 def top_classes(probabilities: np.ndarray, class_names: Sequence[str],
@@ -228,8 +288,10 @@ def top_classes(probabilities: np.ndarray, class_names: Sequence[str],
 
 
 def format_text(predictor: Predictor, workdir: str, paths: Sequence[str],
-                tops: Sequence[Sequence[tuple[str, float]]]) -> str:
-  width = max(len(name) for top in tops for name, _ in top)
+                tops: Sequence[Sequence[tuple[str, float]]],
+                failures: Sequence[ImageError] = ()) -> str:
+  del failures  # Listed on stderr.
+  width = max((len(name) for top in tops for name, _ in top), default=0)
   lines = [f'{workdir}, {predictor.checkpoint} checkpoint (step {predictor.step}); images '
            f'resized {_resize_text(predictor)} where needed']
   for path, top in zip(paths, tops):
@@ -240,12 +302,14 @@ def format_text(predictor: Predictor, workdir: str, paths: Sequence[str],
 
 
 def format_json(predictor: Predictor, workdir: str, paths: Sequence[str],
-                tops: Sequence[Sequence[tuple[str, float]]]) -> str:
+                tops: Sequence[Sequence[tuple[str, float]]],
+                failures: Sequence[ImageError] = ()) -> str:
   return json.dumps({
       'workdir': workdir, 'checkpoint': predictor.checkpoint, 'step': predictor.step,
       'resize': _resize_text(predictor),
       'images': [{'path': path, 'top': [{'class': name, 'probability': p} for name, p in top]}
                  for path, top in zip(paths, tops)],
+      'unreadable': [str(e) for e in failures],
   }, indent=2)
 
 
@@ -276,15 +340,20 @@ def main(argv: Sequence[str]) -> int:
   try:
     run = run_files.load_run(args.workdir)  # Its input shape, before loading a model.
     paths = image_paths(args.images)
-    images = read_images(paths, run.config['model']['input_shape'])
+    paths, images, failures = read_readable_images(paths, run.config['model']['input_shape'])
     predictor = load_predictor(args.workdir, args.checkpoint)
   except (PredictError, run_files.RunFilesError, checkpointing.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   tops = top_classes(predictor.predict(images), predictor.class_names, args.top)
   output = format_json if args.json else format_text
-  print(output(predictor, args.workdir, paths, tops))
-  return 0
+  print(output(predictor, args.workdir, paths, tops, failures))
+  for failure in failures:
+    print(f'error: {failure}', file=sys.stderr)
+  if failures:
+    print(f'error: {len(failures)} of {len(paths) + len(failures)} images could not be read',
+          file=sys.stderr)
+  return 1 if failures else 0
 
 
 if __name__ == '__main__':

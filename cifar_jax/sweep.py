@@ -10,6 +10,7 @@ runs/exp2_sweep/optim.learning_rate=0.003; flags after `--` go to every run. A p
 results.json exists is skipped and an unfinished one resumes, so rerunning the same command
 finishes a sweep. A failed point is marked and the others still run; Ctrl-C stops the sweep after
 the current run has saved its checkpoint. WORKDIR/sweep.md and sweep.csv get a row per point.
+WORKDIR may be a gs:// URL (cifar_jax.paths).
 """
 
 import argparse
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 from absl import flags
 from ml_collections import config_flags
 
+from cifar_jax import paths as fs  # (`paths` is a local name in main)
 from cifar_jax.report import results
 from cifar_jax.report import run_files
 from cifar_jax.report import tables
@@ -155,17 +157,29 @@ def check_flags(config_file: str, points: Sequence[Point], extra: Sequence[str])
   config_overrides = [flag for flag in extra if flag.startswith('--config.')]
   name = ''
   for point in points:
-    argv = ['launch.py', f'--config={config_file}', *point.flags, *config_overrides]
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file('config', None, 'config file', flag_values=flag_values,
-                                    lock_config=True, sys_argv=argv)
     try:
-      flag_values(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-      raise SweepError(f'point {point.name}: {" ".join(argv[1:])}: {type(e).__name__}: '
-                       f'{e}') from None
-    name = flag_values.config.name
+      name = parse_config(config_file, [*point.flags, *config_overrides]).name
+    except SweepError as e:
+      raise SweepError(f'point {point.name}: {e}') from None
   return name
+
+
+def parse_config(config_file: str, config_flags_: Sequence[str]):
+  """The config launch.py would train with `--config=config_file` and these `--config.KEY=VALUE`
+  flags (the zoo hashes it before a run; check_flags parses every sweep point).
+
+  Raises:
+    SweepError: an unknown key, a wrong type or a config file that does not load.
+  """
+  argv = ['launch.py', f'--config={config_file}', *config_flags_]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config file', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    flag_values(argv)
+    return flag_values.config
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    raise SweepError(f'{" ".join(argv[1:])}: {type(e).__name__}: {e}') from None
 
 
 def launch(command: Sequence[str]) -> int:
@@ -194,22 +208,28 @@ def run_sweep(config_file: str, points: Sequence[Point], workdir: str,
       continue
     command = [sys.executable, LAUNCH, f'--config={config_file}',
                f'--workdir={outcome.workdir}', *outcome.point.flags, *extra]
-    print(f'{progress}: {shlex.join(command)}', flush=True)
-    code = launch(command)
-    if code == 0 and _finished(outcome.workdir):
-      outcome.status = 'finished'
-    elif code in (INTERRUPTED, -2, -15):  # launch.py's own code, or killed by SIGINT/SIGTERM.
-      outcome.status, interrupted = 'interrupted', True
-      print(f'{progress}: interrupted; run the same command to resume the sweep',
-            file=sys.stderr, flush=True)
-    else:
-      outcome.status = f'failed (exit {code})'
-      print(f'{progress}: {outcome.status}; the sweep goes on', file=sys.stderr, flush=True)
+    outcome.status = run_to_end(command, outcome.workdir, progress)
+    interrupted = outcome.status == 'interrupted'
   return outcomes
 
 
+def run_to_end(command: Sequence[str], workdir: str, progress: str) -> str:
+  """Runs one launch.py command into `workdir`; returns 'finished', 'interrupted' (Ctrl-C or
+  SIGTERM: its checkpoint is saved, the caller should stop) or 'failed (exit N)'."""
+  print(f'{progress}: {shlex.join(command)}', flush=True)
+  code = launch(command)
+  if code == 0 and _finished(workdir):
+    return 'finished'
+  if code in (INTERRUPTED, -2, -15):  # launch.py's own code, or killed by SIGINT/SIGTERM.
+    print(f'{progress}: interrupted; run the same command to resume', file=sys.stderr,
+          flush=True)
+    return 'interrupted'
+  print(f'{progress}: failed (exit {code}); the others go on', file=sys.stderr, flush=True)
+  return f'failed (exit {code})'
+
+
 def _finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'results.json'))
+  return fs.exists(fs.join(workdir, 'results.json'))
 
 
 def sweep_table(axes: Sequence[Axis], outcomes: Sequence[Outcome]) -> tables.Table:
@@ -232,15 +252,26 @@ def write_table(workdir: str, table: tables.Table) -> list[str]:
           tables.write(os.path.join(workdir, 'sweep.csv'), table.to_csv())]
 
 
+def split_launch_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """(the arguments before `--`, the flags after it, which go to every launch.py run)."""
+  if '--' not in argv:
+    return list(argv), []
+  split = list(argv).index('--')
+  return list(argv[:split]), list(argv[split + 1:])
+
+
+def argument_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+  """A parser whose usage is the second paragraph of the module docstring `doc` (its command
+  lines) and whose description is the rest."""
+  return argparse.ArgumentParser(
+      prog=prog, description=doc.split('\n\n', 2)[2], usage=doc.split('\n\n')[1].strip(),
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   """(the sweep's arguments, the flags after `--` for every launch.py run)."""
-  extra = []
-  if '--' in argv:
-    split = list(argv).index('--')
-    argv, extra = argv[:split], list(argv[split + 1:])
-  parser = argparse.ArgumentParser(
-      prog='python -m cifar_jax.sweep', description=__doc__.split('\n\n', 2)[2],
-      usage=__doc__.split('\n\n')[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+  argv, extra = split_launch_flags(argv)
+  parser = argument_parser('python -m cifar_jax.sweep', __doc__)
   parser.add_argument('--config', required=True, help='the experiment config file')
   parser.add_argument('--sweep', action='append', required=True, metavar="KEY=[VALUE,...]",
                       help='a config key and its values; several make a grid')
@@ -256,10 +287,10 @@ def main(argv: Sequence[str]) -> int:
     points = grid(axes)
     name = check_flags(args.config, points, extra)
     workdir = args.workdir or os.path.join('runs', f'{name}_sweep')
-    os.makedirs(workdir, exist_ok=True)
+    fs.makedirs(workdir)
     outcomes = run_sweep(args.config, points, workdir, extra)
     table = sweep_table(axes, outcomes)
-  except (SweepError, run_files.RunFilesError, OSError) as e:
+  except (SweepError, run_files.RunFilesError, OSError, fs.MissingExtraError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   paths = write_table(workdir, table)

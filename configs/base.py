@@ -31,9 +31,10 @@ def get_config():
 
   c.data = ml_collections.ConfigDict(dict(
       # Where CIFAR-10 lives: a folder holding cifar-10-batches-{bin,py} (or the files themselves, or
-      # the official tarball). Empty: env var CIFAR10_DIR, then the Keras/TFDS caches, then TFDS.
+      # the official tarball). Empty: env var CIFAR10_DIR, then the Keras/TFDS caches, then the
+      # official download into ~/.keras/datasets (cifar_jax/data/download.py).
       dir='',
-      download=True,  # Allow a TFDS download as the last resort.
+      download=True,  # Allow downloading the official tarball (md5-checked) as the last resort.
       # Validation carved from the *end* of the 50,000 training images, before any shuffle
       # (Keras `validation_split`). Set at most one of the two; both 0 means no validation set.
       num_validation=0,
@@ -74,6 +75,9 @@ def get_config():
       # (pass value_range=(0, 1) to the last two after rescaling); research augmentations:
       # pad_and_crop (pad=4, mode='reflect'), cutout (size=16, count=1, fill_value=0.0).
       layers=(),
+      # airbench's alternating flip, before both stages: each training example is mirrored or
+      # not by a fair bit drawn once per run, and the other way on odd epochs.
+      alternating_flip=False,
       # Test-time augmentation at evaluation: 'none', 'flip' (mean logits of the image and its
       # mirror) or 'flip_translate' (airbench's tta_level=2: also 1-pixel shifts).
       tta='none',
@@ -82,9 +86,15 @@ def get_config():
   c.model = ml_collections.ConfigDict(dict(
       name='layer_stack',  # A key of cifar_jax.models.MODELS.
       layers=(),           # For 'layer_stack': a tuple of layer dicts (configs/layers.py builds them).
+      widths=(),           # For 'airbench': its three blocks' widths; (): (64, 256, 256).
       num_classes=10,
       input_shape=(32, 32, 3),
       dtype='float32',     # Compute dtype; params stay float32.
+      # Precision of float32 matmuls and convolutions (jax's default_matmul_precision): 'highest'
+      # is true float32, what Keras computed on the reports' GPUs (Colab T4: no TensorFloat-32),
+      # on every backend; 'default' is the platform's own (TF32 on Ampere/Hopper GPUs, bfloat16
+      # passes on TPU: faster, not the reports' arithmetic). CPUs compute float32 either way.
+      matmul_precision='highest',
       # Transfer learning (name 'vgg16' | 'densenet121', cifar_jax/models/backbone.py): the
       # keras.applications network as a backbone, then `layers` as the head.
       backbone=ml_collections.ConfigDict(dict(
@@ -122,21 +132,37 @@ def get_config():
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
-      name='adam',  # adam | sgd | rmsprop | adamw, with Keras 3 update rules and defaults.
+      # adam | sgd | rmsprop | adamw, with Keras 3 update rules and defaults; sgd_torch:
+      # torch.optim.SGD (weight_decay is its coupled L2 term, added to the gradient).
+      name='adam',
       learning_rate=1e-3,
       beta_1=0.9, beta_2=0.999, epsilon=1e-7,  # adam / adamw
       momentum=0.0, nesterov=False,            # sgd (and rmsprop momentum)
       rho=0.9,                                 # rmsprop
-      weight_decay=0.0,                        # adamw only: decoupled decay (not Keras l2)
+      weight_decay=0.0,  # adamw: decoupled decay (not Keras l2); sgd_torch: PyTorch's L2 term
+      # PyTorch-style param groups, first match wins: dicts with 'match' (a regular expression
+      # searched in the param's path, e.g. 'norm.*/bias'), 'lr_multiplier',
+      # 'weight_decay_multiplier' (sgd_torch) and 'train_epochs' (the group stops training after
+      # that many epochs; 0: frozen). cifar_jax/train/optimizers.py.
+      param_groups=(),
+      # > 0: the schedule and the lookahead end after ceil(total_epochs * steps_per_epoch) steps
+      # (a fractional run, e.g. airbench's 9.9 epochs; set train.max_steps to the same). 0: the
+      # run's epochs.
+      total_epochs=0.0,
+      # airbench's lookahead: every `every` steps (0: off) the weights move to an EMA of them,
+      # decay**every * (t/T)**power, and at the last step T the EMA replaces the weights.
+      lookahead=ml_collections.ConfigDict(dict(every=0, decay=0.95, power=3.0)),
       schedule=ml_collections.ConfigDict(dict(
-          # constant | exponential_decay | step_decay | cosine | warmup_cosine | one_cycle
+          # constant | exponential_decay | step_decay | cosine | warmup_cosine | one_cycle |
+          # triangular (initial_fraction*lr -> lr at pct_start -> alpha*lr, linear; airbench)
           name='constant',
           decay_rate=0.1,      # exponential_decay / step_decay
           decay_epochs=1.0,    # exponential_decay / step_decay: epochs per decay
           staircase=False,     # exponential_decay
           warmup_epochs=0.0,   # warmup_cosine
-          alpha=0.0,           # cosine / warmup_cosine: final LR fraction
-          pct_start=0.3,       # one_cycle
+          alpha=0.0,           # cosine / warmup_cosine / triangular: final LR fraction
+          pct_start=0.3,       # one_cycle / triangular: fraction of the steps to the peak
+          initial_fraction=0.0,  # triangular: first LR as a fraction of learning_rate
       )),
   ))
 
@@ -154,6 +180,11 @@ def get_config():
       # Train steps dispatched between two waits for the device (results never depend on it).
       # 0: automatic, about a second each, so progress, Ctrl-C and every_steps stay responsive.
       steps_per_dispatch=0,
+      # True: each dispatch's steps run as one on-device loop (one program launch per chunk, so
+      # a GPU/TPU never waits on the host); False: one program per step. 'auto': False on CPU
+      # (measured as fast there), True elsewhere. Either way results do not depend on how steps
+      # are grouped; True and False agree to float32 rounding (XLA compiles a loop body apart).
+      device_loop=config_dict.FieldReference('auto', field_type=object),
   ))
 
   # Keras callbacks, evaluated on the host between epochs. Each entry of `early_stopping` is one

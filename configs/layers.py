@@ -1,4 +1,9 @@
-"""Builders for `model.layers` entries (Keras argument names), shared by every config."""
+"""Shorthands for `model.layers` entries (Keras argument names), shared by every config.
+
+An entry is `dict(type=kind, **keras_arguments)` for any kind of cifar_jax/models/layer_kinds.py
+(e.g. `dict(type='re_lu')`); these builders only shorten the common ones, so a new kind needs
+none. Configs stay plain data: nothing here imports cifar_jax.
+"""
 
 
 def conv(filters, kernel_size=3, **kwargs):

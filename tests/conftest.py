@@ -4,6 +4,9 @@ import os
 import pathlib
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # Keras is the parity reference; jax backend.
+# Parity and exactness tests compare float32 arithmetic: pin it on every backend (GPUs default to
+# TensorFloat-32, TPUs to bfloat16 passes), for cifar_jax's steps, Keras's ops and the tests' own.
+os.environ.setdefault('JAX_DEFAULT_MATMUL_PRECISION', 'highest')
 
 # The suite is compile-bound (tiny models, few steps): XLA:CPU's LLVM optimisations multiply
 # compile times by ~5 (dropout's and init's random bits the most) and change no result here.

@@ -1,8 +1,15 @@
-"""Small synthetic CIFAR-10 copies, written in the official on-disk formats, for tests.
+"""Synthetic CIFAR-10 copies, written in the official on-disk formats, for tests.
 
 Images are weakly class dependent (a fixed per-class colour plus strong noise), so a tiny model
 can learn them above chance while no test needs the real data. Every writer is deterministic
-in (num_train, num_test, seed) and stores exactly what `make_arrays` returns for those.
+in (num_train, num_test, seed).
+
+The readers accept only the official layout (10,000 records per batch file), so the files are
+full size: the train split starts with `make_arrays`' `num_train` images (data_batch_1 first)
+and the test split with its `num_test` images, and black label-0 filler records complete each
+file. Runs take the synthetic part with data.num_train_examples / num_test_examples (tests'
+`tiny_config` sets them). The filler is written as holes in sparse files, so a copy costs a
+few hundred KB of disk however large it reads.
 """
 
 import io
@@ -17,6 +24,7 @@ import numpy as np
 CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
                'truck')
 NUM_TRAIN_FILES = 5
+RECORDS_PER_FILE = 10_000  # The official layout (cifar_jax.data.cifar10.RECORDS_PER_BATCH).
 _NOISE_STD = 48.0
 # Independent of `seed`, so train and test (and every seed) share the same class signal.
 _CLASS_COLOURS = np.random.default_rng(20240601).uniform(48.0, 208.0, size=(10, 3))
@@ -35,7 +43,9 @@ def write_binary_dataset(root, num_train=100, num_test=50, seed=0) -> Path:
   folder = Path(root) / 'cifar-10-batches-bin'
   folder.mkdir(parents=True, exist_ok=True)
   for name, images, labels in _batches(num_train, num_test, seed, suffix='.bin'):
-    (folder / name).write_bytes(binary_records(images, labels))
+    with open(folder / name, 'wb') as f:  # The filler (all zero bytes) as a hole.
+      f.write(binary_records(images, labels))
+      f.truncate(RECORDS_PER_FILE * (1 + 32 * 32 * 3))
   # The official file ends with an empty line; keep it so readers are tested against that.
   (folder / 'batches.meta.txt').write_text('\n'.join(CLASS_NAMES) + '\n\n')
   return folder
@@ -46,13 +56,15 @@ def write_python_dataset(root, num_train=100, num_test=50, seed=0) -> Path:
   folder = Path(root) / 'cifar-10-batches-py'
   folder.mkdir(parents=True, exist_ok=True)
   for name, images, labels in _batches(num_train, num_test, seed, suffix=''):
+    data = np.zeros((RECORDS_PER_FILE, 32 * 32 * 3), np.uint8)
+    data[:len(images)] = images.transpose(0, 3, 1, 2).reshape(len(images), 32 * 32 * 3)
     batch = {
         b'batch_label': name.encode(),
-        b'labels': [int(label) for label in labels],
-        b'data': images.transpose(0, 3, 1, 2).reshape(len(images), -1),
-        b'filenames': [f'{name}_{i}.png'.encode() for i in range(len(images))],
+        b'labels': [int(label) for label in labels] + [0] * (RECORDS_PER_FILE - len(labels)),
+        b'data': data,
+        b'filenames': [f'{name}_{i}.png'.encode() for i in range(RECORDS_PER_FILE)],
     }
-    (folder / name).write_bytes(official_pickle(batch))
+    write_sparse(folder / name, official_pickle(batch))
   meta = {b'label_names': [n.encode() for n in CLASS_NAMES], b'num_cases_per_batch': 10000,
           b'num_vis': 3072}
   (folder / 'batches.meta').write_bytes(official_pickle(meta))
@@ -80,15 +92,28 @@ def write_tarball(root, kind='bin', num_train=100, num_test=50, seed=0, filename
   tarball.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory() as staging:
     folder = write_dataset(staging, num_train, num_test, seed)
-    with tarfile.open(tarball, 'w:gz') as tar:
+    with tarfile.open(tarball, 'w:gz', compresslevel=1) as tar:
       tar.add(folder, arcname=folder.name)
   return tarball
 
 
 def binary_records(images, labels) -> bytes:
   """Official binary records: per image, a label byte then the R, G and B planes."""
-  planes = np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), -1)
+  planes = np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), 32 * 32 * 3)
   return np.concatenate([np.asarray(labels, np.uint8)[:, None], planes], axis=1).tobytes()
+
+
+def write_sparse(path, data: bytes, block: int = 1 << 16) -> None:
+  """Writes `data` to `path`, leaving its all-zero blocks as holes (no disk space)."""
+  view, zero = memoryview(data), bytes(block)
+  with open(path, 'wb') as f:
+    for start in range(0, len(data), block):
+      chunk = view[start:start + block]
+      if chunk == zero[:len(chunk)]:
+        f.seek(len(chunk), 1)
+      else:
+        f.write(chunk)
+    f.truncate(len(data))
 
 
 def official_pickle(obj) -> bytes:
@@ -106,14 +131,16 @@ def _make_split(rng, num_images):
 
 
 def _batches(num_train, num_test, seed, suffix):
-  """(file name, images, labels) for the 5 train batches and the test batch."""
-  if num_train < NUM_TRAIN_FILES or num_test < 1:
-    raise ValueError(f'need num_train >= {NUM_TRAIN_FILES} and num_test >= 1 so that every '
-                     f'batch file has a record; got {num_train}, {num_test}')
+  """(file name, images, labels) of the synthetic records at the start of the 5 train batches
+  (in order) and the test batch; the writers fill each file up to RECORDS_PER_FILE."""
+  if not (0 <= num_train <= NUM_TRAIN_FILES * RECORDS_PER_FILE and
+          0 <= num_test <= RECORDS_PER_FILE):
+    raise ValueError(f'need num_train <= {NUM_TRAIN_FILES * RECORDS_PER_FILE} and num_test <= '
+                     f'{RECORDS_PER_FILE}; got {num_train}, {num_test}')
   train_images, train_labels, test_images, test_labels = make_arrays(num_train, num_test, seed)
-  splits = np.array_split(np.arange(num_train), NUM_TRAIN_FILES)
-  for number, indices in enumerate(splits, start=1):
-    yield f'data_batch_{number}{suffix}', train_images[indices], train_labels[indices]
+  for number in range(NUM_TRAIN_FILES):
+    part = slice(number * RECORDS_PER_FILE, (number + 1) * RECORDS_PER_FILE)
+    yield f'data_batch_{number + 1}{suffix}', train_images[part], train_labels[part]
   yield f'test_batch{suffix}', test_images, test_labels
 
 

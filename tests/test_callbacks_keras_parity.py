@@ -3,7 +3,9 @@
 Keras's callbacks are driven by hand on a tiny compiled model: before each epoch the model's kernel
 is set to the epoch number, so the kernel Keras snapshots (`best_weights`) and restores names the
 epoch it was taken at. Ours are driven with the same logs, and the loop's side (keeping and
-restoring snapshots, carrying the learning rate) is played by the drivers below.
+restoring snapshots, carrying the learning rate) is played by the drivers below, through the
+helpers the loop calls (callbacks.early_stopping_on_epoch_end and best_weights_index, via
+replicas.Callbacks). tests/test_loop_callbacks_keras.py checks the loop itself against fit.
 """
 
 import os

@@ -54,6 +54,7 @@ PARAMS = {
        for name in ('a3', 'a3_da_peor', 'a3_da_mejor')},
     # redes
     'redes/m0': (98_993, 98_993, 0),
+    'redes/m0_linear_conv': (98_993, 98_993, 0),  # m0's other reading (linear conv).
     'redes/m1': (127_130, 127_130, 0),
     'redes/m2': (359_402, 359_402, 0),
     'redes/m3': (360_298, 359_850, 448),
@@ -62,7 +63,8 @@ PARAMS = {
 CONFIGS = sorted(PARAMS)
 # Transfer learning: counts and steps in tests/test_transfer_keras_parity.py.
 TESTED_ELSEWHERE = ('exp12', 'arquitecturas/tl_basic', 'arquitecturas/tl_vgg16',
-                    'arquitecturas/tl_densenet121')
+                    'arquitecturas/tl_densenet121',
+                    'fast/airbench94')  # tests/test_airbench.py.
 
 STEP_BATCH = 4
 
@@ -142,6 +144,10 @@ def one_training_step(name: str, data_dir: str) -> dict:
 
   config = load(name)
   config.data.dir = data_dir
+  # The synthetic part of conftest's data (full-size files, filler after it); one step, so no
+  # epoch of the config's steps_per_epoch (78 x 512 images) has to fit in it.
+  config.data.num_train_examples, config.data.num_test_examples = 300, 70
+  config.train.steps_per_epoch = 0
   if config.data.num_validation:  # The synthetic training split holds only 300 images.
     config.data.num_validation = 60
   check_config(config)

@@ -26,6 +26,7 @@ def test_launch_trains_exp0_on_binary_files_and_writes_the_run_files(synthetic_d
   workdir = tmp_path / 'run'
   result = launch('--config=configs/exp0.py', f'--workdir={workdir}',
                   f'--config.data.dir={synthetic_dir}', '--config.data.num_validation=60',
+                  '--config.data.num_train_examples=300', '--config.data.num_test_examples=70',
                   '--config.train.epochs=2', '--config.train.batch_size=64',
                   '--config.log.verbosity=2')
   assert result.returncode == 0, result.stderr[-3000:]

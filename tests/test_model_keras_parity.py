@@ -3,8 +3,8 @@
 Each stack below is run by both implementations on the same weights (`keras_reference` copies
 ours into Keras): inference outputs, training-mode BatchNorm (outputs and moving statistics), the
 L2 terms, the loss and its gradients, the summary (names, shapes, parameter counts), and the
-initialisers' distributions. Between them the stacks use every layer type and argument in
-`layer_stack.LAYER_ARGS`.
+initialisers' distributions. Between them the stacks use every layer type and argument of a
+`model.layers` entry (each kind alone: tests/test_layer_kinds.py).
 """
 
 import os
@@ -23,11 +23,12 @@ import pytest  # pylint: disable=g-import-not-at-top
 from scipy import stats  # pylint: disable=g-import-not-at-top
 
 import cifar_jax.models  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import layer_kinds  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import layer_stack  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import summary  # pylint: disable=g-import-not-at-top
 from configs import base  # pylint: disable=g-import-not-at-top
 from configs import layers as L  # pylint: disable=g-import-not-at-top
-from tests import keras_reference  # pylint: disable=g-import-not-at-top
+from cifar_jax.testing import keras_reference  # pylint: disable=g-import-not-at-top
 
 NUM_CLASSES = 10
 BATCH = 4  # One batch size throughout: eager ops compile once per shape.
@@ -241,7 +242,7 @@ def test_l2_losses_match_keras(stack):
   _, state = model.apply(variables, images(BATCH, input_shape), train=False, mutable=['losses'])
   ours = sown_losses(state)
   theirs = keras_copy(layers, input_shape, variables).losses
-  num_l2 = sum(1 for layer in model.layers if layer.get('l2'))
+  num_l2 = sum(1 for layer in model.layers if getattr(layer, 'l2', 0.0))
   assert len(ours) == len(theirs) == num_l2
   np.testing.assert_allclose(sum(ours), sum(theirs), rtol=1e-6)
 
@@ -323,7 +324,7 @@ def test_summary_matches_keras(stack):
 
 
 @pytest.mark.parametrize('kind', ['conv', 'dense'])
-@pytest.mark.parametrize('initializer', [None, *sorted(layer_stack.INITIALIZERS)])
+@pytest.mark.parametrize('initializer', [None, *sorted(layer_kinds.INITIALIZERS)])
 def test_initializers_draw_from_keras_law(initializer, kind):
   """Same distribution as Keras's initializer (not the same values): moments, range, and a
   two-sample Kolmogorov-Smirnov test on ~0.4M draws each (fixed seeds: deterministic). None:

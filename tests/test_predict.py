@@ -143,14 +143,14 @@ def _truncated_png(path, test_images):
   open(path, 'wb').write(data[:len(data) // 2])
 
 
-@pytest.mark.parametrize('kind, message', [
-    ('text', 'not a readable image'),
-    ('truncated', 'not a readable image'),
-    ('missing', 'no such file or folder'),
-    ('empty folder', 'holds no .png/.jpg/.jpeg file'),
+@pytest.mark.parametrize('kind, message, exit_code', [
+    ('text', 'not a readable image', 1),  # Images that fail to decode: listed, exit code 1.
+    ('truncated', 'not a readable image', 1),
+    ('missing', 'no such file or folder', 2),  # Command-line mistakes: nothing runs.
+    ('empty folder', 'holds no .png/.jpg/.jpeg file', 2),
 ])
-def test_bad_image_files_are_errors_naming_the_file(kind, message, tmp_path, test_images,
-                                                    finished_run, capsys):
+def test_bad_image_files_are_errors_naming_the_file(kind, message, exit_code, tmp_path,
+                                                    test_images, finished_run, capsys):
   path = str(tmp_path / 'image.png')
   if kind == 'text':
     open(path, 'w').write('not an image\n')
@@ -163,8 +163,44 @@ def test_bad_image_files_are_errors_naming_the_file(kind, message, tmp_path, tes
   with pytest.raises(predict.ImageError, match=message) as error:
     predict.read_images(predict.image_paths([path]), (32, 32, 3))
   assert path in str(error.value)
-  assert predict.main([f'--workdir={finished_run}', path]) == 2
+  assert predict.main([f'--workdir={finished_run}', path]) == exit_code
   assert f'error: {path}' in capsys.readouterr().err
+
+
+def test_an_unreadable_image_does_not_stop_the_others(finished_run, image_files, clear_indices,
+                                                      run_predictions, tmp_path, capsys):
+  pngs, _, _ = image_files
+  bad = str(tmp_path / 'broken.png')
+  open(bad, 'w').write('not an image\n')
+
+  assert predict.main([f'--workdir={finished_run}', '--json', pngs[0], bad, pngs[1]]) == 1
+  captured = capsys.readouterr()
+  output = json.loads(captured.out)
+  assert [image['path'] for image in output['images']] == pngs[:2]
+  class_names = run_predictions[2]
+  for i, image in zip(clear_indices, output['images']):
+    assert image['top'][0]['class'] == class_names[run_predictions[0][i].argmax()]
+  assert len(output['unreadable']) == 1 and bad in output['unreadable'][0]
+  errors = captured.err.strip().splitlines()
+  assert errors[0].startswith(f'error: {bad}: not a readable image')
+  assert errors[-1] == 'error: 1 of 3 images could not be read'
+
+
+def test_a_huge_jpeg_is_decoded_reduced_in_bounded_memory(tmp_path):
+  path = tmp_path / 'huge.jpg'
+  Image.new('L', (10_000, 10_000), 90).save(path, quality=75)  # 100 M pixels, ~1 MB.
+  code = ('import resource, sys; from cifar_jax import predict; '
+          'before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; '
+          'pixels = predict.read_image(sys.argv[1], (32, 32, 3)); '
+          'grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before; '
+          'print(pixels[0, 0].tolist(), grown // 1024)')
+  result = subprocess.run([sys.executable, '-c', code, str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == ''  # No DecompressionBombWarning.
+  pixel, grown_mib = result.stdout.split(']')
+  assert pixel.strip() == '[90, 90, 90'
+  assert int(grown_mib) < 64  # A full decode takes 100 MiB, RGB conversion 300 MiB more.
 
 
 def test_a_workdir_without_checkpoints_is_an_error(finished_run, tmp_path):

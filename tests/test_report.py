@@ -111,6 +111,8 @@ def test_results_table_pools_seeds_of_a_config_into_mean_and_std(finished_run, t
   assert (exp2['report'], exp2['what changed']) == ('entregable4', 'exp2 plateau')
   assert exp2['reported test acc. (%)'] == '76.88'
   assert table.to_markdown().count('\n') == 4  # Header, rule, two rows.
+  # Only p2cnn printed per-epoch logs (tests/test_report_logs.py): none for these configs.
+  assert tiny["val. acc. at the report's last logged epoch: ours vs report"] == '—'
 
 
 def test_runs_of_one_name_with_other_settings_stay_apart_and_say_what_differs(

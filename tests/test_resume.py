@@ -15,9 +15,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from cifar_jax.testing import runs
 from cifar_jax.train import checkpointing
 from cifar_jax.train import evaluate_checkpoint, train_and_evaluate
 from cifar_jax.train import outputs
+from cifar_jax.train import replicas
 from cifar_jax.train import steps
 from tests.conftest import REPO, tiny_config
 
@@ -39,38 +41,8 @@ def finish(process):
   return out
 
 
-def checkpoint_steps(workdir):
-  folder = os.path.join(workdir, 'checkpoints', 'latest')
-  return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
-
-
-def final_params(workdir):
-  step = checkpoint_steps(workdir)[-1]
-  return ocp.PyTreeCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', 'latest', str(step), 'state'))
-
-
-def run_record(workdir):
-  """Everything a finished run computed, minus wall-clock times."""
-  history = outputs.read_history(workdir)
-  for row in history:
-    row.pop('time')
-  results = json.loads(open(os.path.join(workdir, 'results.json')).read())
-  probabilities, _, _ = outputs.read_predictions(workdir)
-  return history, results['test_loss'], results['test_accuracy'], probabilities
-
-
-def assert_same_run(workdir_a, workdir_b):
-  history_a, loss_a, acc_a, probs_a = run_record(workdir_a)
-  history_b, loss_b, acc_b, probs_b = run_record(workdir_b)
-  assert history_a == history_b
-  assert (loss_a, acc_a) == (loss_b, acc_b)
-  np.testing.assert_array_equal(probs_a, probs_b)
-  leaves_a = jax.tree.leaves(final_params(workdir_a))
-  leaves_b = jax.tree.leaves(final_params(workdir_b))
-  assert len(leaves_a) == len(leaves_b) > 0
-  for a, b in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(a, b)
+checkpoint_steps = runs.checkpoint_steps
+assert_same_run = runs.assert_same_outcome
 
 
 @pytest.fixture(scope='module')
@@ -211,3 +183,27 @@ def test_evaluate_best_reloads_the_best_epoch(synthetic_dir, tmp_path):
   assert metrics['step'] == best_row['epoch'] * 8
   assert metrics['val_accuracy'] == best_row['val_accuracy']
   assert json.loads((tmp_path / 'evaluation_best.json').read_text())['step'] == metrics['step']
+
+
+def test_the_checkpoint_host_state_keeps_the_format_of_earlier_versions():
+  """Workdirs written before one Run served one replica and N resume: a single run's host state
+  is its record (keys in this order), a run of seeds' adds 'seeds', a list of such records."""
+  keys = ['epoch', 'history', 'stopped_by', 'train_seconds', 'callbacks', 'snapshot_names',
+          'partial_sums']
+  run = replicas.RunState(epoch=2, train_seconds=3.5, snapshot_names=['val_loss'],
+                          partial_sums={'loss': 1.0, 'correct': 2.0, 'count': 3.0})
+  record = replicas.RunState(epoch=2, history=[{'epoch': 1}, {'epoch': 2}], stopped_by='val_loss',
+                             train_seconds=3.5, callbacks={'model_checkpoint': {'best': 0.5}})
+  single = replicas.host_state(run, [record])
+  assert list(single) == keys
+  assert (single['history'], single['stopped_by'], single['callbacks']) == (
+      record.history, 'val_loss', record.callbacks)
+  assert (single['snapshot_names'], single['partial_sums']) == (['val_loss'], run.partial_sums)
+  several = replicas.host_state(run, [record, replicas.RunState(epoch=1)])
+  assert list(several) == keys + ['seeds']
+  assert [list(r) for r in several['seeds']] == [keys, keys]
+  assert (several['history'], several['callbacks']) == ([], {})
+  for host, n in ((single, 1), (several, 2)):
+    restored_run, records = replicas.from_host_state(json.loads(json.dumps(host)), n)
+    assert (restored_run.epoch, restored_run.partial_sums) == (2, run.partial_sums)
+    assert records[0].history == record.history and records[0].stopped_by == 'val_loss'

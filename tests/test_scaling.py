@@ -15,11 +15,20 @@ from tests.conftest import REPO
 ARGS = ('--config=tests/tiny_config.py', '--config.train.epochs=1')
 
 
+def with_env(env=None) -> dict:
+  """os.environ plus `env`, whose XLA_FLAGS add to the suite's (conftest's compile flags), so
+  that a run on forced devices compiles as the one-device run it is compared with."""
+  env = dict(env or {})
+  if 'XLA_FLAGS' in env:
+    env['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {env['XLA_FLAGS']}".strip()
+  return {**os.environ, **env}
+
+
 def launch(workdir, data_dir, *extra, env=None):
   return subprocess.Popen(
       [sys.executable, 'launch.py', *ARGS, f'--config.data.dir={data_dir}', f'--workdir={workdir}',
        *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env={**os.environ, **(env or {})})
+      env=with_env(env))
 
 
 def finish(process):

@@ -15,6 +15,7 @@ from cifar_jax.report import __main__ as report_cli
 from cifar_jax.train import interrupts
 from cifar_jax.train import outputs
 from cifar_jax.train import seeds
+from cifar_jax.train import setup
 from cifar_jax.train import steps
 from cifar_jax.train import train_and_evaluate
 from cifar_jax.train.config_checks import ConfigError, check_config
@@ -158,15 +159,20 @@ class StopAfter:
 def test_an_interrupted_seeds_run_resumes_to_the_uninterrupted_result(
     shared_order_runs, tmp_path, monkeypatch):
   config, reference, _, _ = shared_order_runs
+  config = config.copy_and_resolve_references()
+  # One step a dispatch, so the stop request is checked before every step (the sizer's chunks
+  # follow the machine's speed) and the 12th check stops at step 11, mid epoch 2 (8 steps an
+  # epoch): the checkpoint holds both replicas' partial sums. Dispatching changes no result.
+  config.train.steps_per_dispatch = 1
   workdir = str(tmp_path / 'interrupted')
-  request = StopAfter(6)  # Mid epoch 2: the checkpoint holds both replicas' partial sums.
+  request = StopAfter(12)
   monkeypatch.setattr(interrupts, 'stop_on_signals', lambda: contextlib.nullcontext(request))
   with pytest.raises(interrupts.Interrupted, match='Run the same command again'):
     train_and_evaluate(config, workdir)
   monkeypatch.undo()
   saved = [int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints', 'latest'))
            if n.isdigit()]
-  assert saved and max(saved) % 8 != 0  # Stopped mid-epoch.
+  assert max(saved) == 11  # Stopped mid-epoch 2.
 
   results = train_and_evaluate(config, workdir)
 
@@ -221,9 +227,6 @@ def test_num_seeds_must_be_positive():
 
 def test_unrolled_replicas_equal_vmapped_ones_and_a_stopped_replica_keeps_its_state():
   """CIFAR_JAX_SEEDS=unrolled (N plain copies in one program) against the vmapped program."""
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   # SGD: the two programs' float rounding stays at rounding level. Adam's m / sqrt(v) would
   # blow a rounding-level gradient difference up to ~lr where a gradient is near zero.
@@ -231,11 +234,9 @@ def test_unrolled_replicas_equal_vmapped_ones_and_a_stopped_replica_keeps_its_st
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (64,), dtype=np.int32)
-  model = create_model(config.model)
-  tx = optimizers.make_optimizer(config.optim, 2, 4)
-  pipe = pipeline.make_input_pipeline(config, images)
-  states = seeds.stack([create_train_state(seeds.seed_config(config, i), model, tx, pipe)
-                        for i in range(2)])
+  run_setup = setup.RunSetup.create(config, setup.array_splits(images, labels))
+  states = seeds.stack(run_setup.train_states(configs=[seeds.seed_config(config, i)
+                                                       for i in range(2)]))
   order = np.arange(64)
   results = {}
   for vmap in (True, False):

@@ -7,9 +7,10 @@ import pytest
 
 from cifar_jax.data import pipeline
 from cifar_jax.models import create_model
-from cifar_jax.train import create_train_state, eval_step, train_step
+from cifar_jax.train import create_train_state_from_config, eval_step, train_step
 from cifar_jax.train import loop
-from cifar_jax.train import optimizers
+from cifar_jax.train import programs
+from cifar_jax.train import setup
 from cifar_jax.train import sharding
 from cifar_jax.train import state as state_lib
 from cifar_jax.train import steps
@@ -18,9 +19,8 @@ from tests.conftest import tiny_config
 
 
 def make_state(config, train_images):
-  tx = optimizers.make_optimizer(config.optim, steps_per_epoch=10, total_steps=100)
-  return create_train_state(config, create_model(config.model), tx,
-                            pipeline.make_input_pipeline(config, train_images))
+  splits = setup.array_splits(train_images, np.zeros(len(train_images), np.int32))
+  return create_train_state_from_config(config, splits)[0]
 
 
 @pytest.fixture(scope='module')
@@ -110,18 +110,41 @@ def test_epoch_plan_refuses_more_steps_than_data():
 
 def test_an_epoch_sends_nothing_from_host_to_device(arrays):
   """The split is on the device and the step position comes from state.step, so a whole epoch
-  (including its smaller last batch) runs with host-to-device transfers disallowed."""
+  (its order and its smaller last batch included) runs with host-to-device transfers
+  disallowed."""
   train, _ = arrays
   config = tiny_config()
   plan = loop.EpochPlan.create(len(train), 32, 0)  # 200 = 6 x 32 + 8
   state = make_state(config, train.images)
-  data = sharding.replicate((train.images, train.labels), sharding.make_mesh())
-  bar = loop.progress.ProgressBar(plan.steps_per_epoch, enabled=False)
-  state = loop.run_epoch(state, data, plan, bar).state  # compiles both batch shapes
+  images, labels = sharding.replicate((train.images, train.labels), sharding.make_mesh())
+  program = programs.Single()
+
+  def epoch(state):
+    return loop.run_epoch(program, state, program.epoch_data(state, images, labels, plan, [0]))
+
+  state = epoch(state).state  # compiles both batch shapes
   with jax.transfer_guard_host_to_device('disallow'):
-    result = loop.run_epoch(state, data, plan, bar)
+    result = epoch(state)
   assert result.complete and int(result.state.step) == 2 * plan.steps_per_epoch
   assert float(result.sums['count']) == len(train)
+
+
+def test_an_epoch_stops_at_until_and_continues_to_the_same_result(arrays):
+  """Mid-epoch stops (checkpoints, max_steps) split an epoch without changing it."""
+  train, _ = arrays
+  plan = loop.EpochPlan.create(len(train), 32, 0)
+  state = make_state(tiny_config(), train.images)
+  program = programs.Single()
+  data = program.epoch_data(state, jnp.asarray(train.images), jnp.asarray(train.labels), plan,
+                            [0])
+  whole = loop.run_epoch(program, state, data)
+  first = loop.run_epoch(program, make_state(tiny_config(), train.images), data, until=3)
+  assert (first.step, first.complete) == (3, False) and int(first.state.step) == 3
+  rest = loop.run_epoch(program, first.state, data, sums=first.sums)
+  assert rest.complete and rest.step == plan.steps_per_epoch
+  for a, b in zip(jax.tree.leaves((whole.state.params, whole.sums)),
+                  jax.tree.leaves((rest.state.params, rest.sums))):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_each_epoch_visits_every_example_once_in_a_new_order(arrays):

@@ -33,6 +33,7 @@ from cifar_jax.models.summary import summarize  # pylint: disable=g-import-not-a
 from cifar_jax.train import freezing  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import optimizers  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
+from cifar_jax.train import transfer  # pylint: disable=g-import-not-at-top
 from cifar_jax.train.state import TrainState  # pylint: disable=g-import-not-at-top
 from configs import base  # pylint: disable=g-import-not-at-top
 from configs import layers as L  # pylint: disable=g-import-not-at-top
@@ -170,12 +171,12 @@ def test_vgg16_cut_at_block3_pool_bottleneck_features_match_keras(keras_vgg16, v
 
   def compute(batch):  # 5 images in batches of 2: the last batch is padded.
     calls.append(len(batch))
-    return backbone.compute_bottleneck_features(
+    return transfer.compute_bottleneck_features(
         model, {'params': params, 'batch_stats': batch_stats}, batch, batch_size=2,
         normalize=lambda b: b.astype(jnp.float32) / 255)
 
-  first = backbone.cached_bottleneck_features(str(tmp_path), 'train', c.model, x, compute)
-  again = backbone.cached_bottleneck_features(str(tmp_path), 'train', c.model, x, compute)
+  first = transfer.cached_bottleneck_features(str(tmp_path), 'train', c.model, x, compute)
+  again = transfer.cached_bottleneck_features(str(tmp_path), 'train', c.model, x, compute)
   assert calls == [5] and np.array_equal(first, again)
   assert first.shape == (5, 4 * 4 * 256)
   assert_close(first, keras_inference(reference, x.astype(np.float32) / 255))
@@ -209,7 +210,7 @@ def test_densenet121_layers_are_keras_layers(keras_densenet121):
   ours = densenet121.keras_layers(include_top=True, classes=NUM_CLASSES)
   assert len(ours) == len(keras_densenet121.layers) == 429
   for layer, theirs in zip(ours, keras_densenet121.layers):
-    assert backbone.KERAS_CLASSES[layer.kind] == type(theirs).__name__, layer.name
+    assert layer.layer.keras_class == type(theirs).__name__, layer.name
     if not isinstance(theirs, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
       assert layer.name == theirs.name
 

@@ -10,6 +10,9 @@ from configs import layers as L
 def get_config():
   c = base.get_config()
   c.name = 'tiny'
+  # The synthetic part of the test data (tests/synthetic_cifar.py; conftest's synthetic_dir).
+  c.data.num_train_examples = 300
+  c.data.num_test_examples = 70
   c.data.num_validation = 60
   c.model.layers = (L.conv(8, padding='same', activation='relu', l2=1e-3), L.bn(), L.maxpool(),
                     L.dropout(0.25), L.flatten(), L.dense(16, activation='relu'),

@@ -65,9 +65,11 @@ DEFAULTS = dict(
     rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, shear_range=0.0,
     zoom_range=(0.0, 0.0), channel_shift_range=0.0, brightness_range=None,
     horizontal_flip=False, vertical_flip=False, fill_mode='nearest', cval=0.0,
-    layers=(), tta='none')
-# The stage-1 keys; the others configure the layers stage and evaluation.
-IMAGE_DATA_GENERATOR_KEYS = tuple(k for k in DEFAULTS if k not in ('layers', 'tta'))
+    layers=(), tta='none', alternating_flip=False)
+# The stage-1 keys; the others configure the layers stage, the train step's alternating flip
+# and evaluation.
+IMAGE_DATA_GENERATOR_KEYS = tuple(k for k in DEFAULTS
+                                  if k not in ('layers', 'tta', 'alternating_flip'))
 # Every type an entry of `config.augment.layers` may have.
 LAYER_TYPES = {**keras_layers.LAYERS, **research_augment.LAYERS}
 

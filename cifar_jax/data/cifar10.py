@@ -10,7 +10,12 @@ Three on-disk forms are understood, all from https://www.cs.toronto.edu/~kriz/ci
 - `cifar-10-binary.tar.gz` / `cifar-10-python.tar.gz`: either folder, read from the archive in
   memory without extracting it.
 
+Each may be local or on an object store (`gs://bucket/cifar-10-batches-bin`): paths are read
+through cifar_jax.paths, which gives pathlib and etils.epath paths the same methods.
+
 Every problem raises `DataError`, naming the file (and record) at fault and what to do about it.
+The layout is checked exactly: each batch file holds 10,000 records (50,000 train and 10,000
+test in all), so a truncated or shortened file is an error, not a smaller dataset.
 """
 
 import codecs
@@ -18,7 +23,6 @@ import collections
 import dataclasses
 import io
 import logging
-import os
 import pickle
 import posixpath
 import tarfile
@@ -27,6 +31,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from cifar_jax import paths
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,12 @@ BINARY_DIR_NAME = 'cifar-10-batches-bin'
 PYTHON_DIR_NAME = 'cifar-10-batches-py'
 BINARY_TARBALL_NAME = 'cifar-10-binary.tar.gz'
 PYTHON_TARBALL_NAME = 'cifar-10-python.tar.gz'
+
+# The official layout, exactly: five train batches and one test batch of 10,000 records each.
+# A copy holding anything else is damaged (or not CIFAR-10); subsets are data.num_train_examples.
+RECORDS_PER_BATCH = 10_000
+NUM_TRAIN_EXAMPLES = 50_000
+NUM_TEST_EXAMPLES = 10_000
 
 _PIXELS_PER_IMAGE = 32 * 32 * 3
 _BINARY_RECORD_BYTES = 1 + _PIXELS_PER_IMAGE
@@ -84,17 +96,17 @@ class Cifar10:
 
 def read_binary_dir(path) -> Cifar10:
   """Reads a `cifar-10-batches-bin` folder."""
-  return _read_folder(Path(path), _BINARY_LAYOUT)
+  return _read_folder(paths.as_path(path), _BINARY_LAYOUT)
 
 
 def read_python_dir(path) -> Cifar10:
   """Reads a `cifar-10-batches-py` folder of pickles, refusing anything but numpy arrays."""
-  return _read_folder(Path(path), _PYTHON_LAYOUT)
+  return _read_folder(paths.as_path(path), _PYTHON_LAYOUT)
 
 
 def read_tarball(path) -> Cifar10:
   """Reads `cifar-10-binary.tar.gz` or `cifar-10-python.tar.gz` in memory; layout from contents."""
-  path = Path(path)
+  path = paths.as_path(path)
   if not path.is_file():
     raise DataError(f'CIFAR-10 tarball {path} does not exist or is not a file. '
                     f'Download one from {DOWNLOAD_URL}.')
@@ -115,10 +127,10 @@ def read_tarball(path) -> Cifar10:
 
 def folder_layout(path) -> str | None:
   """'binary' or 'python' when the folder itself holds CIFAR-10 batch files, else None."""
-  path = Path(path)
+  path = paths.as_path(path)
   if not path.is_dir():
     return None
-  found = _find_layout(os.listdir(path))
+  found = _find_layout([child.name for child in path.iterdir()])
   return found[0].name if found else None
 
 
@@ -330,7 +342,7 @@ def _read_cifar_members(path: Path) -> dict[str, bytes]:
   try:
     # Stream mode ('r|*') reads the archive front to back once: members of the official
     # tarballs are not in batch order, and seeking back in a gzip stream re-inflates it.
-    with tarfile.open(path, mode='r|*') as tar:
+    with path.open('rb') as f, tarfile.open(fileobj=f, mode='r|*') as tar:
       for member in tar:
         if member.isfile() and posixpath.basename(member.name) in wanted:
           members[posixpath.normpath(member.name)] = tar.extractfile(member).read()
@@ -358,6 +370,9 @@ def _read_layout(layout: _Layout, read_member: Callable[[str], bytes | None],
                     f'{DOWNLOAD_URL}.')
   batches = {name: layout.parse_batch(buffer, describe(name))
              for name, buffer in buffers.items()}
+  for name, (images, _) in batches.items():
+    _check_record_count(len(images), describe(name), layout,
+                        len(buffers[name]) if layout is _BINARY_LAYOUT else None)
   train = [batches[name] for name in layout.train_files]
   test_images, test_labels = batches[layout.test_file]
   return Cifar10(
@@ -397,6 +412,20 @@ def _to_hwc(chw_batches: Sequence[np.ndarray]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Small validation helpers.
+
+
+def _check_record_count(count: int, name: str, layout: '_Layout', size: int | None) -> None:
+  """Every official batch file holds exactly RECORDS_PER_BATCH images (so a copy holds 50,000
+  train and 10,000 test); fewer is a truncated or altered file, never a dataset to train on."""
+  if count == RECORDS_PER_BATCH:
+    return
+  size_note = (f' ({size:,} bytes; the official file has '
+               f'{RECORDS_PER_BATCH * _BINARY_RECORD_BYTES:,})' if size is not None else '')
+  raise DataError(f'{name} holds {count:,} images{size_note}, but every official CIFAR-10 batch '
+                  f'file holds exactly {RECORDS_PER_BATCH:,} ({NUM_TRAIN_EXAMPLES:,} train and '
+                  f'{NUM_TEST_EXAMPLES:,} test images in all): it is truncated or not the '
+                  f'official {layout.name} file. {_FRESH_COPY_HINT} To train on fewer images, '
+                  'keep the files whole and set data.num_train_examples.')
 
 
 def _check_label_range(labels: np.ndarray, name: str):

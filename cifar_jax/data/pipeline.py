@@ -99,6 +99,9 @@ class InputPipeline:
   std: tuple[float, ...]
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   layers: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  # config.augment.alternating_flip: applied by the train step, which knows each example's
+  # index and epoch (research_augment.alternating_flip).
+  alternating_flip: bool = False
 
   def __call__(self, rng, images, train: bool):
     x = images.astype(jnp.float32)
@@ -115,7 +118,8 @@ class InputPipeline:
 def make_input_pipeline(config, train_images: np.ndarray) -> InputPipeline:
   mean, std = normalization_constants(config.data.normalization, train_images)
   return InputPipeline(mean=mean, std=std, augment=augment_lib.make_augment_fn(config.augment),
-                       layers=augment_lib.make_layers_fn(config.augment))
+                       layers=augment_lib.make_layers_fn(config.augment),
+                       alternating_flip=bool(config.augment.get('alternating_flip', False)))
 
 
 @dataclasses.dataclass(frozen=True)

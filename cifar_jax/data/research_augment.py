@@ -7,6 +7,10 @@ batch:
     dict(type='cutout', size=16, count=1, fill_value=0.0)  # DeVries & Taylor (2017)
 
 Test-time augmentation wraps the model instead (`tta_logits`), for evaluation.
+
+`alternating_flip` is airbench's flip: each example mirrored on alternate epochs, starting from a
+random orientation of its own. It needs the example's identity and the epoch, which a layer's
+`(rng, images)` does not see, so it is a function for the train step to call, not a layer yet.
 """
 
 import dataclasses
@@ -93,6 +97,25 @@ class Cutout(layer_spec.AugmentLayer):
 
 
 LAYERS = {'pad_and_crop': PadAndCrop, 'cutout': Cutout}
+
+
+def alternating_flip_mask(key, example_index, epoch):
+  """airbench's alternating flip: which examples [B] are mirrored in 0-based `epoch`.
+
+  Each example draws one fair bit from `key` and its index in the training split (airbench's
+  random pre-flip, done once per run); on odd epochs every example is mirrored relative to that.
+  So each example alternates orientation from epoch to epoch, and in every epoch half the data,
+  in expectation, is mirrored. `example_index`: int [B]; `epoch`: an int (may be traced).
+  """
+  index = jnp.asarray(example_index)
+  first = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(index)
+  return first ^ (jnp.asarray(epoch) % 2 == 1)
+
+
+def alternating_flip(images, key, example_index, epoch):
+  """`images` [B, H, W, C] mirrored where `alternating_flip_mask` says so."""
+  flips = alternating_flip_mask(key, example_index, epoch)
+  return jnp.where(flips[:, None, None, None], flip_horizontal(images), images)
 
 
 def tta_views(images, mode: str):

@@ -2,10 +2,13 @@
 
 Order: (1) an explicit place, `data_dir` (--config.data.dir) or else $CIFAR10_DIR, which must
 hold the data (no fallback, so a typo is not hidden by a cache); (2) the Keras caches under
-$KERAS_HOME or ~/.keras; (3) a prepared TFDS `cifar10` under $TFDS_DATA_DIR or
-~/tensorflow_datasets; (4) a TFDS download, if allowed. Reading TFDS needs TensorFlow, which
-is optional: a failed TFDS attempt is recorded, and if nothing works one `DataError` lists
-every place tried and why it failed.
+$KERAS_HOME or ~/.keras, which also hold our own downloads; (3) a prepared TFDS `cifar10` under
+$TFDS_DATA_DIR or ~/tensorflow_datasets (reading it needs TensorFlow, which is optional); (4) if
+allowed, the official tarball downloaded into the Keras cache (download.py: no TensorFlow). The
+explicit place and $TFDS_DATA_DIR may be gs:// URLs (read through cifar_jax.paths). A failed
+place is recorded, and if nothing works one `DataError` lists every place tried and why it
+failed. (A TFDS download is not tried: it fetches the same official file, and needs
+TensorFlow to read it.)
 """
 
 import dataclasses
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_jax import paths
 from cifar_jax.data import cifar10
+from cifar_jax.data import download as downloads
 from cifar_jax.data.cifar10 import Cifar10, DataError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +48,8 @@ def load_cifar10(data_dir: str = '', download: bool = True) -> Cifar10:
   Args:
     data_dir: a folder holding cifar-10-batches-{bin,py} or a tarball, such a folder itself,
       or a tarball. Empty: $CIFAR10_DIR, then the caches.
-    download: whether a TFDS download may be tried as the last resort.
+    download: whether the official tarball may be downloaded (into the Keras cache) when no
+      local copy is found.
 
   Returns:
     The dataset, with `source` saying where it came from.
@@ -72,7 +78,7 @@ def _explicit_location(data_dir: str) -> tuple[str, str]:
 
 
 def _load_explicit(path_text: str, origin: str) -> Cifar10:
-  path = Path(path_text).expanduser()
+  path = paths.as_path(path_text).expanduser()  # gs:// URLs too (cifar_jax.paths).
   if path.is_file():
     return cifar10.read_tarball(path)
   if not path.is_dir():
@@ -103,19 +109,21 @@ def _candidates_in(folder: Path) -> list[_Candidate]:
 
 
 def _keras_cache_candidates() -> list[_Candidate]:
-  """Where `keras.datasets.cifar10.load_data()` leaves the python batches (Keras 2 and 3)."""
-  datasets = Path(os.environ.get('KERAS_HOME') or Path.home() / '.keras').expanduser() / 'datasets'
+  """Where `keras.datasets.cifar10.load_data()` leaves the python batches (Keras 2 and 3), and
+  where download.py keeps its tarball (Keras 3's name for it)."""
+  datasets = downloads.keras_datasets_dir()
   return [
       _Candidate(datasets / cifar10.PYTHON_DIR_NAME, cifar10.read_python_dir),  # Keras 2.
       _Candidate(datasets / 'cifar-10-batches-py-target' / cifar10.PYTHON_DIR_NAME,
                  cifar10.read_python_dir),  # Keras 3.
       _Candidate(datasets / 'cifar-10-batches-py.tar.gz', cifar10.read_tarball),  # Keras 2.
-      _Candidate(datasets / 'cifar-10-batches-py-target_archive', cifar10.read_tarball),  # 3.
+      _Candidate(datasets / downloads.CACHE_NAME, cifar10.read_tarball),  # Keras 3, and ours.
   ]
 
 
 def _search_caches(download: bool) -> Cifar10:
   failures = [f'data_dir (--config.data.dir) and ${ENV_VAR}: not set']
+  unreadable = {}  # Path -> identity of the unreadable file there, which a download may replace.
   for candidate in _keras_cache_candidates():
     if not candidate.path.exists():
       failures.append(f'{candidate.path}: not found')
@@ -126,6 +134,7 @@ def _search_caches(download: bool) -> Cifar10:
       # A broken cache is worth a warning, not a stop: a later place may still have the data.
       logger.warning('Skipping the Keras cache at %s: %s', candidate.path, e)
       failures.append(f'{candidate.path}: unreadable: {e}')
+      unreadable[candidate.path] = downloads.file_identity(candidate.path)
 
   tfds_dir = _tfds_data_dir()
   tfds_place = f'prepared TFDS {_TFDS_NAME} in {tfds_dir}'
@@ -137,22 +146,24 @@ def _search_caches(download: bool) -> Cifar10:
       return ds
     failures.append(f'{tfds_place}: {reason}')
 
-  download_place = f'TFDS download of {_TFDS_NAME} into {tfds_dir}'
+  url, _ = downloads.url_and_md5()
+  dest = downloads.cache_path()
+  download_place = f'download of {url} into {dest}'
   if not download:
     failures.append(f'{download_place}: skipped (download=False)')
   else:
     logger.info('No local CIFAR-10 found; trying a %s.', download_place)
-    ds, reason = _attempt(_download_tfds, tfds_dir)
-    if ds is not None:
-      return ds
-    failures.append(f'{download_place}: {reason}')
+    try:
+      return cifar10.read_tarball(downloads.fetch(dest, stale=unreadable.get(dest)))
+    except DataError as e:
+      failures.append(f'{download_place}: failed: {e}')
 
   places = '\n'.join(f'  - {failure}' for failure in failures)
   raise DataError(f'CIFAR-10 not found. Looked in:\n{places}\n{_HOW_TO_PROVIDE}')
 
 
 def _attempt(load: Callable[[Path], Cifar10], tfds_dir: Path) -> tuple[Cifar10 | None, str]:
-  """Runs a TFDS step; its failure is one recorded reason, not the end of the search."""
+  """Reads TFDS; its failure is one recorded reason, not the end of the search."""
   try:
     return load(tfds_dir), ''
   except Exception as e:  # TFDS fails in many ways: no TensorFlow, no network, version skew.
@@ -161,8 +172,9 @@ def _attempt(load: Callable[[Path], Cifar10], tfds_dir: Path) -> tuple[Cifar10 |
 
 
 def _tfds_data_dir() -> Path:
-  return Path(os.environ.get('TFDS_DATA_DIR') or
-              Path.home() / 'tensorflow_datasets').expanduser()
+  # A gs:// TFDS_DATA_DIR stays a URL (pathlib would fold it into a local 'gs:/...').
+  return paths.as_path(os.environ.get('TFDS_DATA_DIR') or
+                       Path.home() / 'tensorflow_datasets').expanduser()
 
 
 def _read_tfds(tfds_dir: Path) -> Cifar10:
@@ -181,9 +193,3 @@ def _tfds_split_arrays(tfds, builder, split: str) -> tuple[np.ndarray, np.ndarra
   arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   return (np.ascontiguousarray(arrays['image'], dtype=np.uint8),
           np.asarray(arrays['label'], dtype=np.int32))
-
-
-def _download_tfds(tfds_dir: Path) -> Cifar10:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.builder(_TFDS_NAME, data_dir=str(tfds_dir)).download_and_prepare()
-  return _read_tfds(tfds_dir)

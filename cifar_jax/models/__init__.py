@@ -1,6 +1,8 @@
 """Models by name. A model is a flax.linen Module called as `model.apply(variables, images, train=...)`
-on float images [B, H, W, C] that returns logits; it knows nothing of data sources or training."""
+on float images [B, H, W, C] that returns logits; it knows nothing of data sources or training.
+The layer stack and the transfer models are made of the Keras layers of layer_kinds.py."""
 
+from cifar_jax.models import airbench
 from cifar_jax.models import densenet121
 from cifar_jax.models import layer_stack
 from cifar_jax.models import vgg16
@@ -11,6 +13,7 @@ MODELS = {
     # keras.applications backbone + model.layers as the head (cifar_jax/models/backbone.py).
     'vgg16': vgg16.build,
     'densenet121': densenet121.build,
+    'airbench': airbench.build,  # airbench94's net (configs/fast/airbench94.py).
 }
 
 

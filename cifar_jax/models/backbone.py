@@ -2,8 +2,9 @@
 
 A backbone is a tuple of `KerasLayer`s: the layers of the Keras application in `model.layers`
 order, with Keras's names (block1_conv1, conv2_block1_0_bn, ...) and wiring, so weight files map
-onto it by name and "the last 30 layers" counts what Keras counts. `KerasGraph` runs such a
-tuple; vgg16.py and densenet121.py write the tuples.
+onto it by name and "the last 30 layers" counts what Keras counts. Each holds a layer of
+layer_kinds.py, the layers a `model.layers` stack is made of. `KerasGraph` runs such a tuple;
+vgg16.py and densenet121.py write the tuples.
 
 `TransferModel` is what a config builds (model.name 'vgg16' or 'densenet121'):
 
@@ -18,29 +19,16 @@ optimizer (cifar_jax/train/freezing.py) and the summary which parameters are fro
 """
 
 import dataclasses
-import hashlib
-import os
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from cifar_jax.models import conv
 from cifar_jax.models import keras_weights
+from cifar_jax.models import layer_kinds
 from cifar_jax.models import layer_stack
-from cifar_jax.models import pooling
 
-# Keras class of each layer kind, for the summary.
-KERAS_CLASSES = {
-    'input': 'InputLayer', 'zero_padding2d': 'ZeroPadding2D', 'conv2d': 'Conv2D',
-    'batch_normalization': 'BatchNormalization', 'activation': 'Activation',
-    'max_pooling2d': 'MaxPooling2D', 'average_pooling2d': 'AveragePooling2D',
-    'concatenate': 'Concatenate', 'flatten': 'Flatten', 'dense': 'Dense',
-    'global_average_pooling2d': 'GlobalAveragePooling2D',
-    'global_max_pooling2d': 'GlobalMaxPooling2D',
-}
 PREPROCESS_MODES = ('none', 'caffe', 'torch', 'tf')
 POOLINGS = ('', 'avg', 'max')
 
@@ -52,38 +40,26 @@ TORCH_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class KerasLayer:
-  """One layer of a Keras functional model: its name, kind, arguments and inputs.
-
-  `options` are (argument, value) pairs, so that a tuple of layers is hashable (module attributes
-  end up in jit cache keys). `inputs` names the layers feeding this one; () means the previous.
-  """
+  """One layer of a Keras functional model: its name, the layer, and the layers feeding it
+  (() means the previous one). Hashable: module attributes end up in jit cache keys."""
   name: str
-  kind: str
-  options: tuple = ()
+  layer: layer_kinds.Layer
   inputs: tuple = ()
 
-  def get(self, key: str, default: Any = None) -> Any:
-    return dict(self.options).get(key, default)
+  @property
+  def kind(self) -> str:
+    return self.layer.kind
 
 
 def keras_layer(name: str, kind: str, *inputs: str, **options) -> KerasLayer:
-  if kind not in KERAS_CLASSES:
-    raise ValueError(f'layer {name!r}: unknown kind {kind!r}; known: {sorted(KERAS_CLASSES)}')
-  return KerasLayer(name, kind, tuple(sorted(options.items())), inputs)
+  """The layer `name`: `kind` of layer_kinds.LAYERS with Keras arguments `options`."""
+  return KerasLayer(name, layer_kinds.create(kind, options, f'backbone layer {name!r}'), inputs)
 
 
 def global_pooling(pooling: str, name: str | None = None) -> KerasLayer:
   """keras.applications' `pooling='avg'|'max'` layer (unnamed layers get Keras's auto name)."""
   kind = {'avg': 'global_average_pooling2d', 'max': 'global_max_pooling2d'}[pooling]
   return keras_layer(name or kind, kind)
-
-
-def _pair(value) -> tuple[int, int]:
-  return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _stop_gradient(variables):
-  return jax.tree.map(jax.lax.stop_gradient, variables)
 
 
 class KerasGraph(nn.Module):
@@ -104,68 +80,15 @@ class KerasGraph(nn.Module):
     outputs = {}
     for i, layer in enumerate(self.layers):
       inputs = [outputs[name] for name in layer.inputs] if layer.inputs else [x]
-      x = self._apply(layer, inputs, train, last=i == len(self.layers) - 1)
+      ctx = layer_kinds.Context(self, layer.name, train, self.dtype,
+                                frozen=layer.name in self.frozen,
+                                logits=self.logits and i == len(self.layers) - 1)
+      x = layer.layer(ctx, *inputs)
       if layer.name in kept:
         outputs[layer.name] = x
       # For the summary (keys sort in layer order); a no-op unless 'intermediates' is mutable.
-      self.sow('intermediates', f'{i:04d}_{layer.name}:{KERAS_CLASSES[layer.kind]}', x)
+      self.sow('intermediates', f'{i:04d}_{layer.name}:{layer.layer.keras_class}', x)
     return x
-
-  def _module(self, cls, layer: KerasLayer):
-    """`cls` itself, or for a frozen layer `cls` whose weights are read through stop_gradient."""
-    if layer.name in self.frozen:
-      return nn.map_variables(cls, 'params', trans_in_fn=_stop_gradient,
-                              init=self.is_initializing())
-    return cls
-
-  def _apply(self, layer: KerasLayer, inputs, train: bool, last: bool):
-    x, kind = inputs[0], layer.kind
-    if kind == 'input':
-      return x
-    if kind in ('conv2d', 'dense'):
-      common = dict(use_bias=layer.get('use_bias', True), dtype=self.dtype, name=layer.name,
-                    kernel_init=nn.initializers.glorot_uniform())  # Keras's default.
-      if kind == 'conv2d':
-        module = self._module(nn.Conv, layer)(
-            layer.get('filters'), _pair(layer.get('kernel_size')),
-            strides=_pair(layer.get('strides', 1)), padding=layer.get('padding', 'valid').upper(),
-            conv_general_dilated=conv.conv_general_dilated, **common)
-      else:
-        module = self._module(nn.Dense, layer)(layer.get('units'), **common)
-      activation = layer.get('activation')
-      if last and self.logits and activation == 'softmax':
-        activation = None
-      return layer_stack.apply_activation(module(x), activation)
-    if kind == 'batch_normalization':
-      # A frozen BatchNorm runs in inference mode, as in Keras 3 (`training and self.trainable`).
-      frozen = layer.name in self.frozen
-      return self._module(nn.BatchNorm, layer)(
-          use_running_average=not train or frozen, momentum=layer.get('momentum', 0.99),
-          epsilon=layer.get('epsilon', 1e-3), use_fast_variance=False, dtype=self.dtype,
-          name=layer.name)(x)
-    if kind == 'activation':
-      activation = layer.get('activation')
-      if last and self.logits and activation == 'softmax':
-        return x
-      return layer_stack.apply_activation(x, activation)
-    if kind == 'zero_padding2d':
-      (top, bottom), (left, right) = layer.get('padding')
-      return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    if kind in ('max_pooling2d', 'average_pooling2d'):
-      window = _pair(layer.get('pool_size'))
-      strides = _pair(layer.get('strides') or layer.get('pool_size'))
-      if kind == 'max_pooling2d':
-        return pooling.max_pool(x, window, strides, 'VALID')
-      return nn.avg_pool(x, window, strides, 'VALID')
-    if kind == 'global_average_pooling2d':
-      return jnp.mean(x, axis=(1, 2))
-    if kind == 'global_max_pooling2d':
-      return jnp.max(x, axis=(1, 2))
-    if kind == 'concatenate':
-      return jnp.concatenate(inputs, axis=-1)
-    if kind == 'flatten':
-      return x.reshape((x.shape[0], -1))
-    raise ValueError(f'layer {layer.name!r}: unknown kind {kind!r}')
 
 
 def preprocess_input(x, mode: str):
@@ -349,79 +272,3 @@ def load_pretrained(model_config, params, batch_stats):
   if not path:
     return params, batch_stats
   return keras_weights.load_keras_weights(path, params, batch_stats, scope=('backbone',))
-
-
-# --- Bottleneck features (compute the frozen backbone once, train the head on them). ---------
-
-def compute_bottleneck_features(model: TransferModel, variables, images: np.ndarray,
-                                batch_size: int, normalize: Callable | None = None) -> np.ndarray:
-  """`model.features` of every image, in inference mode, batched on the device: float32 [N, ...].
-
-  `normalize` maps a raw batch to the model's input inside jit (e.g. the run's input pipeline,
-  `lambda x: input_pipeline(None, x, train=False)`); None feeds the images as float32. The last
-  batch is padded to `batch_size`, so one compilation serves every batch.
-  """
-  variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
-
-  # The variables are an argument: closed over, they would be baked into the program.
-  @jax.jit
-  def features(variables, batch):
-    x = normalize(batch) if normalize is not None else batch.astype(jnp.float32)
-    return model.apply(variables, x, train=False, method=TransferModel.features)
-
-  n = len(images)
-  out = None
-
-  def store(start, size, result):
-    nonlocal out
-    result = np.asarray(result)[:size]
-    if out is None:
-      out = np.empty((n, *result.shape[1:]), np.float32)
-    out[start:start + size] = result
-
-  pending = None  # One batch in flight: the device computes it while the host stores the last.
-  for start in range(0, n, batch_size):
-    batch = images[start:start + batch_size]
-    size = len(batch)
-    if size < batch_size:
-      batch = np.concatenate([batch, np.zeros((batch_size - size, *batch.shape[1:]), batch.dtype)])
-    result = features(variables, batch)
-    if pending is not None:
-      store(*pending)
-    pending = (start, size, result)
-  if pending is not None:
-    store(*pending)
-  return out
-
-
-def _fingerprint(model_config, images: np.ndarray) -> str:
-  """What the features depend on: the backbone config, the weight file and the images."""
-  digest = hashlib.blake2b(digest_size=12)
-  digest.update(repr((model_config.name, model_config.backbone.to_dict(),
-                      model_config.input_shape, model_config.dtype)).encode())
-  path = weights_path(model_config)
-  if path:
-    stat = os.stat(path)
-    digest.update(repr((os.path.abspath(path), stat.st_size, stat.st_mtime_ns)).encode())
-  digest.update(repr(images.shape).encode())
-  digest.update(np.ascontiguousarray(images).data)
-  return digest.hexdigest()
-
-
-def cached_bottleneck_features(cache_dir: str, split_name: str, model_config, images: np.ndarray,
-                               compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-  """`compute(images)`, cached as <cache_dir>/bottleneck/<split_name>-<fingerprint>.npy.
-
-  The fingerprint covers the backbone config, the weight file and the images, so a changed
-  backbone or split recomputes, and a rerun in the same workdir loads the file instead.
-  """
-  folder = os.path.join(cache_dir, 'bottleneck')
-  path = os.path.join(folder, f'{split_name}-{_fingerprint(model_config, images)}.npy')
-  if os.path.exists(path):
-    return np.load(path)
-  features = compute(images)
-  os.makedirs(folder, exist_ok=True)
-  partial = path + '.partial.npy'  # np.save appends .npy to a name without it.
-  np.save(partial, features)
-  os.replace(partial, path)  # Atomic: a killed run leaves no truncated cache behind.
-  return features

@@ -11,14 +11,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-KERAS_CLASS_NAMES = {
-    'conv2d': 'Conv2D', 'dense': 'Dense', 'batch_normalization': 'BatchNormalization',
-    'activation': 'Activation', 'leaky_re_lu': 'LeakyReLU', 're_lu': 'ReLU',
-    'max_pooling2d': 'MaxPooling2D',
-    'average_pooling2d': 'AveragePooling2D', 'global_average_pooling2d': 'GlobalAveragePooling2D',
-    'dropout': 'Dropout', 'flatten': 'Flatten',
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerRow:
@@ -43,11 +35,6 @@ def _count(tree) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
-def _class_name(layer_name: str) -> str:
-  base = layer_name.rsplit('_', 1)[0] if layer_name.rsplit('_', 1)[-1].isdigit() else layer_name
-  return KERAS_CLASS_NAMES.get(base, base)
-
-
 def summarize(model, input_shape) -> Summary:
   """Summarises `model` applied to a batch of images of `input_shape` (H, W, C)."""
   x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -65,15 +52,16 @@ def summarize(model, input_shape) -> Summary:
 
 
 def _rows(intermediates, params, batch_stats):
-  """Keys are '<layer index>_<name>' or '<layer index>_<name>:<Keras class>'; a nested dict is a
-  submodule's layers (a backbone, then a head: keys sort in model order)."""
+  """Keys are '<layer index>_<name>:<Keras class>', as the models sow them; a nested dict is a
+  submodule's layers (a backbone, then a head: keys sort in model order). A layer's count is the
+  size of its variables (its kind's `weights`), trainable or not."""
   for key, outputs in sorted(intermediates.items()):
     if isinstance(outputs, dict):
       yield from _rows(outputs, params.get(key, {}), batch_stats.get(key, {}))
       continue
     name, _, class_name = key.split('_', 1)[1].partition(':')
     shape = ('None', *outputs[0].shape[1:])
-    yield LayerRow(name, class_name or _class_name(name), shape,
+    yield LayerRow(name, class_name or name, shape,
                    _count(params.get(name, {})) + _count(batch_stats.get(name, {})))
 
 

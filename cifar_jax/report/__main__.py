@@ -4,15 +4,17 @@ Per run: learning curves, confusion matrix, per-class table, test-image grid and
 in WORKDIR/report (or in --out: directly for one run, in --out/<run> for several). For several
 runs, or with --table: the comparison (a row per run), the results table (a row per config,
 seeds pooled) and results.html, in --out (default ./report). --table skips the per-run reports.
-A multi-seed workdir (--config.num_seeds=N) stands for its seed_<i> runs.
+A multi-seed workdir (--config.num_seeds=N) stands for its seed_<i> runs. Workdirs and --out
+may be gs:// URLs (cifar_jax.paths).
 """
 
 import argparse
-import glob
 import os
+import re
 import sys
 from typing import Sequence
 
+from cifar_jax import paths
 from cifar_jax.report import run_files
 from cifar_jax.report import writer
 
@@ -39,22 +41,25 @@ def expand_seed_runs(workdirs: Sequence[str]) -> list[str]:
   seed runs, so they are reported and pooled like separate runs of one config."""
   expanded = []
   for workdir in workdirs:
-    seeds = sorted(glob.glob(os.path.join(workdir, 'seed_*', 'history.json')),
-                   key=lambda p: int(p.split(os.sep)[-2].split('_')[1]))
-    if seeds and not os.path.exists(os.path.join(workdir, 'history.json')):
-      expanded += [os.path.dirname(p) for p in seeds]
-    else:
-      expanded.append(workdir)
+    seeds = []
+    if paths.isdir(workdir) and not paths.exists(paths.join(workdir, 'history.json')):
+      names = [n for n in paths.listdir(workdir) if re.fullmatch(r'seed_\d+', n)]
+      seeds = [paths.join(workdir, n) for n in sorted(names, key=lambda n: int(n[5:]))
+               if paths.exists(paths.join(workdir, n, 'history.json'))]
+    expanded += seeds or [workdir]
   return expanded
 
 
 def run_labels(workdirs: Sequence[str]) -> list[str]:
   """Folder names, or paths below the common folder where two runs share a folder name."""
-  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  names = [paths.name(w) for w in workdirs]
   if len(set(names)) == len(names):
     return names
-  common = os.path.commonpath([os.path.abspath(w) for w in workdirs])
-  return [os.path.relpath(os.path.abspath(w), common).replace(os.sep, '_') for w in workdirs]
+  # As folder paths ('gs://b/x' -> 'gs:/b/x': only the parts matter here, and abspath would
+  # make a URL a local path).
+  full = [paths.absolute(w).rstrip('/').split('/') for w in workdirs]
+  common = len(os.path.commonprefix(full))
+  return ['_'.join(parts[common:]) or paths.name(w) for parts, w in zip(full, workdirs)]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -66,8 +71,8 @@ def main(argv: Sequence[str]) -> int:
     written = []
     if not args.table:
       for run in runs:
-        out = (os.path.join(run.workdir, 'report') if not args.out else
-               args.out if len(runs) == 1 else os.path.join(args.out, run.label))
+        out = (paths.join(run.workdir, 'report') if not args.out else
+               args.out if len(runs) == 1 else paths.join(args.out, run.label))
         written.append(writer.write_run_report(run, out, args.data_dir, args.samples))
     if args.table or len(runs) > 1:
       written.append(writer.write_comparison(runs, args.out or DEFAULT_COMPARISON_DIR))

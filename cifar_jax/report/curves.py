@@ -1,8 +1,9 @@
 """Learning curves in the reports' style: "Cross Entropy Loss" and "Classification Accuracy".
 
 One run: train vs validation, the learning rate on a second (log) axis, the best and the
-early-stopping epochs marked. Several runs: one colour per run (validation solid, train dashed)
-and a third panel with each run's learning rate.
+early-stopping epochs marked, and the report's own per-epoch log where it printed one
+(report_logs.py). Several runs: one colour per run (validation solid, train dashed) and a third
+panel with each run's learning rate.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from cifar_jax.report import figures
+from cifar_jax.report import report_logs
 from cifar_jax.report.run_files import Run
 
 RUN_SIZE = (13.0, 5.0)  # Inches; see figures.pixel_size.
@@ -38,6 +40,7 @@ def plot_run_curves(run: Run, path: str) -> str:
   for ax, panel in zip(figure.subplots(1, len(PANELS)), PANELS):
     _plot_metric(ax, run, panel, dict(color=figures.TRAIN_COLOUR, marker='.', label='train'),
                  dict(color=figures.VALIDATION_COLOUR, marker='.', label='validation'))
+    _plot_report_log(ax, run, panel)
     if panel is ACCURACY:
       _mark_test_accuracies(ax, run)
     _mark_epochs(ax, run)
@@ -90,6 +93,19 @@ def _plot_metric(ax, run: Run, panel: Panel, train_style: dict, validation_style
   ax.plot(run.epochs, panel.scale * run.column(panel.metric), **train_style)
   if run.has(f'val_{panel.metric}'):
     ax.plot(run.epochs, panel.scale * run.column(f'val_{panel.metric}'), **validation_style)
+
+
+def _plot_report_log(ax, run: Run, panel: Panel) -> None:
+  """The report's own per-epoch log of this config, where it printed one (report_logs.py), in
+  the run's colours but thin and dashed: how far our curves are from what the report saw."""
+  log = report_logs.log_of(run.name)
+  if log is None:
+    return
+  epochs = log.column('epoch')
+  for key, colour, label in ((panel.metric, figures.TRAIN_COLOUR, 'train'),
+                             (f'val_{panel.metric}', figures.VALIDATION_COLOUR, 'validation')):
+    ax.plot(epochs, [panel.scale * v for v in log.column(key)], color=colour, linestyle='--',
+            linewidth=1, alpha=0.7, label=f"report's log: {label}")
 
 
 def _mark_epochs(ax, run: Run) -> None:

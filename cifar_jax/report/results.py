@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cifar_jax.report import report_logs
 from cifar_jax.report import tables
 from cifar_jax.report.run_files import Run
 
@@ -54,11 +55,13 @@ def results_table(runs: Sequence[Run]) -> tables.Table:
                  _seeds(group),
                  _span([len(r.history) for r in group]),
                  tables.duration(np.mean([r.results.get('train_seconds', np.nan) for r in group])),
-                 ', '.join(sorted({_text(r.results.get('device')) for r in group}))])
+                 ', '.join(sorted({_text(r.results.get('device')) for r in group})),
+                 report_logs.last_logged_epoch_cell(first.name, [r.history for r in group])])
   return tables.Table(['config', 'report', 'what changed', 'params', 'reported test acc. (%)',
                        'cifar_jax test acc. (%)', 'runs', 'epochs', 'train time (mean)',
-                       'device'], rows,
-                      numeric=[False, False, False, True, True, True, False, True, True, False])
+                       'device', "val. acc. at the report's last logged epoch: ours vs report"],
+                      rows, numeric=[False, False, False, True, True, True, False, True, True,
+                                     False, False])
 
 
 def group_by_config(runs: Sequence[Run]) -> list[list[Run]]:
@@ -67,22 +70,30 @@ def group_by_config(runs: Sequence[Run]) -> list[list[Run]]:
   for run in runs:
     key = json.dumps(experiment_settings(run), sort_keys=True, default=str)
     groups.setdefault(key, []).append(run)
-  return sorted(groups.values(), key=lambda group: [_natural_key(part)
+  return sorted(groups.values(), key=lambda group: [natural_key(part)
                                                     for part in _identity(group[0])[::-1]])
 
 
 def experiment_settings(run: Run) -> dict[str, Any]:
   """The run's config without the keys in NOT_THE_EXPERIMENT."""
-  return _without_run_details(run.config, '')
+  return experiment_config(run.config)
 
 
-def _without_run_details(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+def experiment_config(config: dict[str, Any],
+                      ignored: Sequence[str] = NOT_THE_EXPERIMENT) -> dict[str, Any]:
+  """A config.json without the `ignored` keys (dotted; a trailing '.' drops a whole section)."""
+  return _without_run_details(config, '', tuple(ignored))
+
+
+def _without_run_details(tree: dict[str, Any], prefix: str,
+                         ignored: tuple[str, ...]) -> dict[str, Any]:
   kept = {}
   for key, value in tree.items():
     path = f'{prefix}{key}'
-    if any(path == p or (p.endswith('.') and path.startswith(p)) for p in NOT_THE_EXPERIMENT):
+    if any(path == p or (p.endswith('.') and path.startswith(p)) for p in ignored):
       continue
-    kept[key] = _without_run_details(value, f'{path}.') if isinstance(value, dict) else value
+    kept[key] = (_without_run_details(value, f'{path}.', ignored) if isinstance(value, dict)
+                 else value)
   return kept
 
 
@@ -151,7 +162,7 @@ def _span(values: Sequence[int]) -> str:
   return str(low) if low == high else f'{low}–{high}'
 
 
-def _natural_key(text: str):
+def natural_key(text: str):
   """'exp2' before 'exp10'."""
   return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', text)]
 

@@ -1,5 +1,9 @@
 """One finished run as its files say it: config.json, history.json, results.json, predictions.npz.
 
+The workdir may be local or gs:// (read through cifar_jax.paths). A run is finished when its
+results.json exists: the loop writes it last, so a run killed while writing its files (on an
+object store, where they are separate objects) reads as unfinished, never as finished.
+
 The history and the predictions are read by cifar_jax.train.outputs, the module that writes
 them, so a report and the loop cannot disagree on their format.
 """
@@ -7,11 +11,11 @@ them, so a report and the loop cannot disagree on their format.
 import dataclasses
 import functools
 import json
-import os
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import numpy as np
 
+from cifar_jax import paths
 from cifar_jax.data import cifar10
 from cifar_jax.data import sources
 from cifar_jax.train import outputs
@@ -107,10 +111,14 @@ def load_run(workdir: str, label: str = '') -> Run:
   Raises:
     RunFilesError: a file is missing or unreadable, naming it.
   """
-  if not os.path.isdir(workdir):
+  try:
+    paths.check_usable(workdir)
+  except ImportError as e:
+    raise RunFilesError(str(e)) from e
+  if not paths.isdir(workdir):
     raise RunFilesError(f'{workdir}: no such run folder (expected a workdir holding '
                         f'{", ".join(RUN_FILES)})')
-  return Run(workdir=workdir, label=label or os.path.basename(os.path.normpath(workdir)),
+  return Run(workdir=workdir, label=label or paths.name(workdir),
              config=_read_json(workdir, 'config.json'),
              history=_read(workdir, 'history.json', lambda: outputs.read_history(workdir)),
              results=_read_json(workdir, 'results.json'))
@@ -142,16 +150,14 @@ def _dataset(place: str) -> cifar10.Cifar10:
 
 
 def _read_json(workdir: str, filename: str) -> dict[str, Any]:
-  def read():
-    with open(os.path.join(workdir, filename)) as f:
-      return json.load(f)
-  return _read(workdir, filename, read)
+  path = paths.join(workdir, filename)
+  return _read(workdir, filename, lambda: json.loads(paths.read_text(path)))
 
 
 def _read(workdir: str, filename: str, read: Callable[[], _T]) -> _T:
   """`read()`, with a missing or broken `filename` reported by its path."""
-  path = os.path.join(workdir, filename)
-  if not os.path.exists(path):
+  path = paths.join(workdir, filename)
+  if not paths.exists(path):
     raise RunFilesError(f'{path} is missing: {workdir} is not a finished cifar_jax run (a run '
                         f'writes {", ".join(RUN_FILES)} when it ends)')
   try:

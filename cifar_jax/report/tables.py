@@ -7,6 +7,8 @@ import io
 import math
 from typing import Sequence
 
+from cifar_jax import paths
+
 MISSING = '—'
 
 
@@ -65,6 +67,5 @@ def count(value) -> str:
 
 
 def write(path: str, text: str) -> str:
-  with open(path, 'w') as f:
-    f.write(text)
+  paths.write_text(path, text)  # Local or gs:// (a sweep's tables go to its workdir).
   return path

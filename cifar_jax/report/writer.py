@@ -1,9 +1,18 @@
-"""Writes the report files: per run, and for several runs side by side."""
+"""Writes the report files: per run, and for several runs side by side.
 
+A gs:// output folder (the default for a gs:// run: WORKDIR/report) is written locally first,
+where matplotlib and the table writers can write files, then uploaded object by object through
+cifar_jax.paths.
+"""
+
+import contextlib
 import dataclasses
 import functools
 import os
+import tempfile
 from typing import Sequence
+
+from cifar_jax import paths
 
 from cifar_jax.data.cifar10 import DataError
 from cifar_jax.report import confusion
@@ -33,8 +42,13 @@ def write_run_report(run: Run, out_dir: str, data_dir: str = '',
   Raises:
     RunFilesError: predictions.npz is missing or unreadable.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  written = Written()
+  with _writable(out_dir) as (local_dir, written):
+    _write_run_report(run, local_dir, written, data_dir, num_samples)
+  return written
+
+
+def _write_run_report(run: Run, out_dir: str, written: Written, data_dir: str,
+                      num_samples: int) -> None:
   path = functools.partial(os.path.join, out_dir)
   predictions = run.predictions()
   matrix = confusion.confusion_of(predictions)
@@ -62,14 +76,17 @@ def write_run_report(run: Run, out_dir: str, data_dir: str = '',
     written.files.append(samples.plot_samples(images, predictions, title, path('samples.png')))
     sections.append(('Test images', html.image(path('samples.png'), 'test images')))
   written.files.append(tables.write(path('index.html'), html.page(title, sections)))
-  return written
 
 
 def write_comparison(runs: Sequence[Run], out_dir: str) -> Written:
   """runs.{md,csv} (a row per run), results.{md,csv} (a row per config), curves.png (overlaid,
   for several runs), each run's curves as curves_<run>.png, and results.html with all of it."""
-  os.makedirs(out_dir, exist_ok=True)
-  written = Written()
+  with _writable(out_dir) as (local_dir, written):
+    _write_comparison(runs, local_dir, written)
+  return written
+
+
+def _write_comparison(runs: Sequence[Run], out_dir: str, written: Written) -> None:
   path = functools.partial(os.path.join, out_dir)
   per_run, per_config = results.runs_table(runs), results.results_table(runs)
   for name, table in (('runs', per_run), ('results', per_config)):
@@ -86,4 +103,23 @@ def write_comparison(runs: Sequence[Run], out_dir: str) -> Written:
     sections.append((f'Learning curves: {run.description}', html.image(png, run.label)))
   written.files.append(tables.write(path('results.html'), html.page('cifar_jax results',
                                                                     sections)))
-  return written
+
+
+@contextlib.contextmanager
+def _writable(out_dir: str):
+  """(a local folder to write into, the Written to fill); for a URL, a temporary folder whose
+  files are uploaded to `out_dir` at the end (and Written names them there)."""
+  written = Written()
+  if not paths.is_url(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    yield out_dir, written
+    return
+  with tempfile.TemporaryDirectory(prefix='cifar_jax_report_') as local_dir:
+    yield local_dir, written
+    paths.makedirs(out_dir)
+    uploaded = []
+    for file in written.files:
+      target = paths.join(out_dir, os.path.relpath(file, local_dir))
+      paths.write_bytes(target, paths.read_bytes(file))
+      uploaded.append(target)
+    written.files = uploaded

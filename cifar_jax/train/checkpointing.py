@@ -7,25 +7,41 @@
   best/    the TrainState of the best epoch by `checkpoint.monitor` (Keras ModelCheckpoint
            save_best_only semantics).
 
-orbax writes each checkpoint into a temporary folder and renames it when complete, so a run
-killed mid-save leaves the previous checkpoint as the newest valid one.
+orbax writes each checkpoint into a temporary folder and renames it when complete (on gs://,
+where rename is not atomic, it writes a commit marker object last instead), so a run killed
+mid-save leaves the previous checkpoint as the newest valid one. The workdir may be a gs:// URL
+(cifar_jax.paths): orbax reaches it through etils.epath and TensorStore's gcs driver.
+
+A checkpoint is only written from a finite state: every float in the params, BatchNorm
+statistics, optimizer state, EarlyStopping snapshots and the metric sums of an unfinished epoch
+(one jitted reduction on the device, a bool per array back to the host). A state that is not is
+refused with `NonFiniteStateError`, naming the array and the last checkpoint kept, so a later run
+never resumes from (or evaluates) a diverged state; a restored checkpoint is checked the same
+way and skipped like an unreadable one.
 """
 
 import logging
+import math
 import os
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+from cifar_jax import paths as fs  # (`paths` is a local name below)
 
 log = logging.getLogger(__name__)
 
 # Config values that may change between a run and its resumption.
 RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_steps',
-                     'train.steps_per_dispatch')
+                     'train.steps_per_dispatch', 'train.device_loop')
 # Keys added to the config after runs were saved, with the value those runs implicitly had, so
 # that a workdir from an earlier version still resumes.
-ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None}
+# model.matmul_precision: runs before it were CPU runs, whose float32 arithmetic is 'highest'.
+ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None,
+              'model.matmul_precision': 'highest'}
 
 
 class CheckpointError(RuntimeError):
@@ -34,6 +50,60 @@ class CheckpointError(RuntimeError):
 
 class ConfigMismatchError(ValueError):
   """The workdir holds a run of a different config."""
+
+
+class NonFiniteStateError(FloatingPointError):
+  """A state to be checkpointed holds NaN or Inf; the message names the last finite checkpoint."""
+
+
+@jax.jit
+def _finite_flags(leaves):
+  # One program per state structure: a bool per float array, computed where the arrays live.
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def first_nonfinite(tree) -> str | None:
+  """The path of the first float array of `tree` holding NaN or Inf, e.g. "params['Dense_0']
+  ['kernel']"; None if every one is finite. Integer and key arrays are not looked at."""
+  paths, leaves = [], []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, (float, np.floating)):
+      if not math.isfinite(leaf):
+        return jax.tree_util.keystr(path)
+    elif hasattr(leaf, 'dtype') and jnp.issubdtype(leaf.dtype, jnp.inexact):
+      paths.append(path)
+      leaves.append(leaf)
+  if not leaves:
+    return None
+  flags = _finite_flags(leaves)
+  # Replicated (or single-device) result: any local copy holds all of it.
+  flags = np.asarray(flags.addressable_shards[0].data if hasattr(flags, 'addressable_shards')
+                     else flags)
+  bad = np.flatnonzero(~flags)
+  return jax.tree_util.keystr(paths[bad[0]]) if bad.size else None
+
+
+def _nonfinite_in_checkpoint(state, host: Mapping[str, Any] | None, snapshots) -> str | None:
+  """What of a checkpoint's contents is non-finite, as a phrase; None if nothing is."""
+  for name, tree in (('state', state), ('snapshots', dict(snapshots or {}))):
+    path = first_nonfinite(tree)
+    if path is not None:
+      return f'{name}{path} holds NaN or Inf'
+  partial = (host or {}).get('partial_sums') or {}
+  for key, value in partial.items():
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+      return f"the unfinished epoch's {key} sum is {value}"
+  return None
+
+
+def _short(error: BaseException, limit: int = 160) -> str:
+  """'Type: first line of the message', cut to `limit` characters (orbax's errors can carry
+  dozens of lines of TensorStore detail; those go to the debug log)."""
+  text = str(error).strip().splitlines()
+  text = text[0].strip() if text else ''
+  if len(text) > limit:
+    text = text[:limit - 3] + '...'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -79,7 +149,7 @@ class Checkpointer:
   """Saves and restores a run's checkpoints; errors name the problem and the way out."""
 
   def __init__(self, workdir: str):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = fs.join(fs.absolute(workdir), 'checkpoints')
     # Asynchronous saves on one process; synchronous across processes, where an async save's
     # commit barrier was seen to hang at exit (one process closing while another still waited).
     asynchronous = jax.process_count() == 1
@@ -95,6 +165,21 @@ class Checkpointer:
 
   def has_checkpoint(self) -> bool:
     return bool(self.latest.all_steps())
+
+  def _kept(self) -> str:
+    """Which checkpoint a failed save leaves as the one to resume from (all are finite)."""
+    step = self.latest.latest_step()
+    if step is None:
+      return 'no checkpoint was written yet'
+    return f'the last finite checkpoint (step {step}) is kept in {self.latest.directory}'
+
+  def _check_finite(self, step: int, state, host=None, snapshots=None) -> None:
+    what = _nonfinite_in_checkpoint(state, host, snapshots)
+    if what is not None:
+      raise NonFiniteStateError(
+          f'training diverged: at step {step} {what}, so that state was not checkpointed; '
+          f'{self._kept()}. Lower optim.learning_rate or check '
+          'data.normalization, then rerun with --fresh.')
 
   def _save(self, manager, step: int, args) -> None:
     previous = manager.latest_step()
@@ -113,20 +198,26 @@ class Checkpointer:
 
   def save_latest(self, step: int, state, host: Mapping[str, Any],
                   snapshots: Mapping[str, Any]) -> None:
+    self._check_finite(step, state, host, snapshots)
     items = {'state': ocp.args.StandardSave(state), 'host': ocp.args.JsonSave(dict(host))}
     if snapshots:
       items['snapshots'] = ocp.args.StandardSave(dict(snapshots))
     self._save(self.latest, step, ocp.args.Composite(**items))
 
   def save_best(self, step: int, state) -> None:
+    self._check_finite(step, state)
     self._save(self.best, step, ocp.args.Composite(state=ocp.args.StandardSave(state)))
 
-  def restore_latest(self, state_template: Callable[[dict], Any], snapshot_template):
+  def restore_latest(self, state_template: Callable[[dict], Any], snapshot_template,
+                     set_aside_unusable: bool = True):
     """(state, host, snapshots) of the newest readable checkpoint, or None if there is none.
 
     `state_template(host)` gives a state shaped like the saved one, from the checkpoint's host
     state; `snapshot_template` is shaped like one EarlyStopping snapshot. A checkpoint that
-    cannot be read is reported and skipped in favour of the one before it.
+    cannot be read (or is not finite) is reported in one line and skipped in favour of the one
+    before it; with `set_aside_unusable`, once one restores, the skipped ones are renamed
+    `<step>.unusable` (kept for inspection, never read again) so the resumed run saves those
+    steps anew instead of keeping a broken newest checkpoint.
     """
     failures = []
     for step in sorted(self.latest.all_steps(), reverse=True):
@@ -139,20 +230,43 @@ class Checkpointer:
           items['snapshots'] = ocp.args.StandardRestore(
               {name: _abstract(snapshot_template) for name in names})
         restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        snapshots = dict(restored.get('snapshots') or {})
+        bad = _nonfinite_in_checkpoint(restored['state'], host, snapshots)
+        if bad is not None:  # Written by an older cifar_jax, or changed on disk.
+          raise NonFiniteStateError(bad)
       except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
         path = os.path.join(self.latest.directory, str(step))
-        log.warning('checkpoint %s is unreadable (%s: %s); trying an older one', path,
-                    type(e).__name__, e)
-        failures.append(f'{path}: {type(e).__name__}: {e}')
+        log.debug('checkpoint %s could not be restored', path, exc_info=True)
+        log.warning('checkpoint %s is unusable (%s); trying the one before it', path, _short(e))
+        failures.append(f'{path}: {_short(e)}')
         continue
       if failures:
         log.warning('resuming from the older checkpoint of step %d', step)
-      return restored['state'], host, dict(restored.get('snapshots') or {})
+        if set_aside_unusable:
+          self._set_aside(step)
+      return restored['state'], host, snapshots
     if failures:
       raise CheckpointError(
           'no readable checkpoint; each one failed:\n  ' + '\n  '.join(failures)
           + '\nPass --fresh to set the run aside and start over.')
     return None
+
+  def _set_aside(self, restored_step: int) -> None:
+    """Renames the checkpoints newer than `restored_step` (all found unusable) out of orbax's
+    sight, so that the resumed run writes those steps again."""
+    if jax.process_index() == 0:
+      for step in self.latest.all_steps():
+        if step > restored_step:
+          path = os.path.join(self.latest.directory, str(step))
+          aside, n = f'{path}.unusable', 1
+          while fs.exists(aside):
+            aside, n = f'{path}.unusable{n}', n + 1
+          fs.rename(path, aside)
+          log.warning('moved the unusable checkpoint %s aside to %s', path, aside)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('cifar_jax checkpoint set aside')
+    self.latest.reload()
 
   def restore_best(self, state_template):
     step = self.best.latest_step()
@@ -161,6 +275,10 @@ class Checkpointer:
                             'finished an epoch with the monitored metric yet.')
     restored = self.best.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(state_template))))
+    bad = _nonfinite_in_checkpoint(restored['state'], None, None)
+    if bad is not None:
+      raise CheckpointError(f'the best checkpoint {os.path.join(self.best.directory, str(step))} '
+                            f'is not finite ({bad}); it cannot be evaluated or used.')
     return restored['state']
 
   def close(self) -> None:

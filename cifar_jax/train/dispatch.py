@@ -5,6 +5,9 @@ Steps are dispatched back to back without waiting (`steps.train_steps_on_device`
 waits only at the end of a chunk, to update the progress bar, check Ctrl-C/SIGTERM and take
 mid-epoch checkpoints. Long chunks keep the device queue full; short ones keep those
 responsive. By default a chunk aims at about a second of device time.
+
+With train.device_loop a chunk is one dispatch (an on-device loop, steps.loop_steps), so the
+host's cost per chunk is one program launch, however many steps it runs.
 """
 
 import time

@@ -7,17 +7,21 @@
   predictions.npz  test-set class probabilities (float32 [N, classes]), labels, class names
   tensorboard/     event files (scalars per epoch)
 
-Every file is written to a temporary name and renamed, so a killed run never leaves a torn file.
+Every file goes through cifar_jax.paths: locally written to a temporary name and renamed, so a
+killed run never leaves a torn file; on gs:// written once as one object, which appears whole or
+not at all. results.json is a run's last file, so a reader never takes an unfinished run (one
+with predictions but no results.json yet) for a finished one.
 """
 
 import csv
 import io
 import json
 import math
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from cifar_jax import paths
 
 HISTORY_COLUMNS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate',
                    'time')
@@ -27,14 +31,9 @@ class WorkdirError(OSError):
   """A run file could not be written; the previous version of the file is intact."""
 
 
-def atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp'
+def atomic_write(path: str, data: str | bytes) -> None:
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+    paths.write_bytes(path, data.encode('utf-8') if isinstance(data, str) else data)
   except OSError as e:
     raise WorkdirError(f'could not write {path}: {e}. Its previous version is intact; free disk '
                        'space (or fix permissions) and rerun the same command to resume.') from e
@@ -57,27 +56,55 @@ def write_history(workdir: str, rows: Sequence[Mapping[str, Any]]) -> None:
   writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction='ignore')
   writer.writeheader()
   writer.writerows(rows)
-  atomic_write(os.path.join(workdir, 'history.csv'), buffer.getvalue())
-  atomic_write(os.path.join(workdir, 'history.json'),
+  atomic_write(paths.join(workdir, 'history.csv'), buffer.getvalue())
+  atomic_write(paths.join(workdir, 'history.json'),
                json.dumps([{k: _json_ready(v) for k, v in r.items()} for r in rows], indent=1))
 
 
 def read_history(workdir: str) -> list[dict[str, Any]]:
-  with open(os.path.join(workdir, 'history.json')) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(paths.join(workdir, 'history.json')))
 
 
 def write_predictions(workdir: str, probabilities, labels, class_names) -> None:
-  path = os.path.join(workdir, 'predictions.npz')
-  with open(f'{path}.tmp', 'wb') as f:
-    np.savez(f, probabilities=probabilities[:len(labels)].astype(np.float32),
-             labels=np.asarray(labels, np.int32), class_names=np.asarray(class_names))
-  os.replace(f'{path}.tmp', path)
+  buffer = io.BytesIO()
+  np.savez(buffer, probabilities=probabilities[:len(labels)].astype(np.float32),
+           labels=np.asarray(labels, np.int32), class_names=np.asarray(class_names))
+  atomic_write(paths.join(workdir, 'predictions.npz'), buffer.getvalue())
 
 
 def read_predictions(workdir: str):
-  with np.load(os.path.join(workdir, 'predictions.npz')) as data:
+  with np.load(paths.bytes_file(paths.join(workdir, 'predictions.npz'))) as data:
     return data['probabilities'], data['labels'], tuple(data['class_names'].tolist())
+
+
+class _ObjectEventFile:
+  """An event file on an object store, for tensorboardX: objects cannot be appended to, so each
+  flush writes the whole file again as one object (a run's scalars are a few KB)."""
+
+  def __init__(self, path: str):
+    self.path, self.buffer, self.written = path, io.BytesIO(), -1
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    if self.buffer.tell() != self.written:
+      paths.write_bytes(self.path, self.buffer.getvalue())
+      self.written = self.buffer.tell()
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectEventFiles:
+  """tensorboardX's writer factory for gs:// log dirs, through cifar_jax.paths (its own uses
+  google-cloud-storage's client, a second way to the bucket with its own credentials)."""
+
+  def open(self, path: str) -> _ObjectEventFile:
+    return _ObjectEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    paths.makedirs(path)
 
 
 class ScalarWriter:
@@ -90,6 +117,8 @@ class ScalarWriter:
     self._writer = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+      record_writer.register_writer_factory('gs', _ObjectEventFiles())
       self._writer = SummaryWriter(logdir, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:

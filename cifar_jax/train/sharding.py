@@ -4,7 +4,9 @@ Params, optimizer state and the (small) CIFAR-10 splits are replicated on every 
 step's batch is gathered on the device and constrained to be split along 'data', so every
 device works on its slice of the global batch and XLA inserts the all-reduces (gradients, and
 BatchNorm statistics, which are therefore those of the global batch, as Keras on one device
-computes them). The same jitted step serves 1 device or a TPU pod.
+computes them). The same jitted step serves 1 device or a TPU pod. The global batch must divide
+over the devices (`check_divisible`); an epoch's smaller last batch that does not is computed
+whole on every device instead (programs.Single.train), which is one device's step exactly.
 """
 
 import logging

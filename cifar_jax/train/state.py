@@ -1,5 +1,6 @@
 """The TrainState: everything a train or eval step needs, as one pytree."""
 
+import contextlib
 from typing import Any
 
 import flax.struct
@@ -25,6 +26,21 @@ class TrainState(train_state.TrainState):
   input_pipeline: InputPipeline = flax.struct.field(pytree_node=False, default=None)
   label_smoothing: float = flax.struct.field(pytree_node=False, default=0.0)
   tta: str = flax.struct.field(pytree_node=False, default='none')  # Eval-time augmentation.
+  # Static: jax's default precision of the steps' float32 matmuls and convolutions (config
+  # model.matmul_precision). 'default' leaves the platform's choice: full float32 on CPU,
+  # TensorFloat-32 on recent NVIDIA GPUs, bfloat16 passes on TPU.
+  matmul_precision: str = flax.struct.field(pytree_node=False, default='default')
+
+  def precision(self):
+    """The context the steps trace in: this state's matmul precision ('default': no change, so
+    a process-wide setting such as JAX_DEFAULT_MATMUL_PRECISION still applies)."""
+    if self.matmul_precision == 'default':
+      return contextlib.nullcontext()
+    return jax.default_matmul_precision(self.matmul_precision)
+
+
+# Values of model.matmul_precision: jax's default_matmul_precision names.
+MATMUL_PRECISIONS = ('default', 'high', 'highest', 'bfloat16', 'tensorfloat32', 'float32')
 
 
 # XLA:CPU spends most of init's compile in LLVM optimising the random-bit code (threefry) of
@@ -59,8 +75,10 @@ def create_train_state(config, model, tx, input_pipeline: InputPipeline,
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
                            label_smoothing=float(config.loss.label_smoothing),
-                           tta=config.augment.tta)
+                           tta=config.augment.tta,
+                           # A run's config.json from before the key (predict): jax's default.
+                           matmul_precision=config.model.get('matmul_precision', 'default'))
 
 
 # Independent random streams folded out of the run's base key.
-INIT_STREAM, TRAIN_STREAM, DATA_STREAM = 0, 1, 2
+INIT_STREAM, TRAIN_STREAM, DATA_STREAM, FLIP_STREAM = 0, 1, 2, 3

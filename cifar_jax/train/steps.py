@@ -2,7 +2,9 @@
 
 `train_step(state, batch)` and `eval_step(state, batch)` take a batch dict with 'image' (uint8 or
 float [B, H, W, C], raw pixel values) and 'label' (int [B]); `eval_step` also reads an optional
-0/1 'mask' [B]. Metrics come back as sums ('loss', 'correct', 'count') so that means over an epoch
+0/1 'mask' [B]. With config.augment.alternating_flip, `train_step` also reads 'index' (the
+examples' places in the training split) and 'epoch' (int [B]), as `epoch_batch` gathers them.
+Metrics come back as sums ('loss', 'correct', 'count') so that means over an epoch
 weight every example equally, as Keras's running means do.
 """
 
@@ -10,10 +12,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from cifar_jax.data import research_augment
-from cifar_jax.train.state import DATA_STREAM, TRAIN_STREAM, TrainState
+from cifar_jax.train.state import DATA_STREAM, FLIP_STREAM, TRAIN_STREAM, TrainState
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -37,11 +40,28 @@ def _sums(per_example_loss, logits, labels, mask):
           'count': jnp.sum(mask)}
 
 
+def _at_state_precision(step_fn):
+  """Traces `step_fn(state, ...)` under the state's matmul precision, so every matmul and
+  convolution of the step (their gradients included: the transposes keep it) has it."""
+
+  @functools.wraps(step_fn)
+  def step_at_precision(state: TrainState, *args):
+    with state.precision():
+      return step_fn(state, *args)
+
+  return step_at_precision
+
+
+@_at_state_precision
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   """One optimisation step; returns the new state and the batch's metric sums."""
   step_key = jax.random.fold_in(jax.random.fold_in(state.rng, TRAIN_STREAM), state.step)
   augment_key, dropout_key = jax.random.split(step_key)
-  images = state.input_pipeline(augment_key, batch['image'], train=True)
+  images = batch['image']
+  if state.input_pipeline.alternating_flip:  # A per-run draw, so a key of the run's own.
+    images = research_augment.alternating_flip(
+        images, jax.random.fold_in(state.rng, FLIP_STREAM), batch['index'], batch['epoch'])
+  images = state.input_pipeline(augment_key, images, train=True)
   labels = batch['label']
 
   def loss_fn(params):
@@ -67,6 +87,7 @@ def _inference_logits(state: TrainState, images, mutable=False):
   return research_augment.tta_logits(apply, x, state.tta, has_aux=bool(mutable))
 
 
+@_at_state_precision
 def eval_step(state: TrainState, batch) -> dict:
   """Metric sums on one batch in inference mode; padded examples (mask 0) count for nothing."""
   labels = batch['label']
@@ -77,6 +98,7 @@ def eval_step(state: TrainState, batch) -> dict:
   return _sums(loss, logits, labels, mask)
 
 
+@_at_state_precision
 def predict_step(state: TrainState, images) -> jax.Array:
   """Class probabilities for a batch of raw images."""
   return jax.nn.softmax(_inference_logits(state, images))
@@ -110,10 +132,14 @@ def _split_batch(tree, data_sharding):
 def epoch_batch(step, images, labels, order, *, batch_size, full_batch_size, steps_per_epoch,
                 data_sharding=None) -> dict:
   """The batch of global step `step` (a state's step: the position in its epoch), gathered
-  from the device-resident split in the epoch's `order`, so nothing is sent from the host."""
+  from the device-resident split in the epoch's `order`, so nothing is sent from the host.
+  'index' (each example's place in the split) and 'epoch' (0-based, per example so that it
+  splits over devices like the rest) are what an epoch-aware augmentation needs."""
   start = (step % steps_per_epoch) * full_batch_size
   index = jax.lax.dynamic_slice_in_dim(order, start, batch_size)
-  return _split_batch({'image': images[index], 'label': labels[index]}, data_sharding)
+  epoch = jnp.full(index.shape, step // steps_per_epoch, index.dtype)
+  return _split_batch({'image': images[index], 'label': labels[index], 'index': index,
+                       'epoch': epoch}, data_sharding)
 
 
 _EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_sharding')
@@ -157,8 +183,69 @@ def no_nonfinite_step(step) -> jax.Array:
   return (step * 0 - 1).astype(jnp.int32)
 
 
+def _step_carry(carry, operands, **statics):
+  """`accumulate_step` as a loop body: carry (state, sums, first_nonfinite), operands
+  (images, labels, order)."""
+  state, sums, first_nonfinite = carry
+  images, labels, order = operands
+  return accumulate_step(state, images, labels, order, sums, first_nonfinite, **statics)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=('step_fn', 'statics'))
+def loop_steps(carry, operands, num_steps, *, step_fn, statics: tuple):
+  """`num_steps` (a device scalar) applications of `carry = step_fn(carry, operands,
+  **dict(statics))` as one program: a `lax.fori_loop` on the device, the carry (state, sums)
+  donated.
+
+  The trip count is an argument, not a constant, so one compiled program serves every chunk
+  length, and its results do not depend on how the steps are grouped into dispatches: a chunk
+  of K steps is exactly K dispatches of one (tests/test_chunks.py). (The stand-alone step
+  program, `accumulate_train_step`, agrees only to rounding: XLA compiles a loop body with
+  other fusions.) The step's position, its RNG keys and its batch come from the carried
+  `state.step`."""
+  statics = dict(statics)
+  return jax.lax.fori_loop(0, num_steps, lambda _, c: step_fn(c, operands, **statics), carry)
+
+
+_TRIP_COUNTS = {}
+
+
+def trip_count(num_steps: int, like: jax.Array) -> jax.Array:
+  """`num_steps` as an int32 placed like `like` (a state's step), sent once per value: an
+  explicit transfer, so runs under jax.transfer_guard('disallow') keep working."""
+  placement = getattr(like, 'sharding', None)  # None: a fresh state's Python int.
+  key = (num_steps, placement)
+  if key not in _TRIP_COUNTS:
+    value = np.int32(num_steps)
+    if jax.process_count() == 1:
+      _TRIP_COUNTS[key] = jax.device_put(value, placement)
+    else:
+      _TRIP_COUNTS[key] = jax.make_array_from_process_local_data(placement, value)
+  return _TRIP_COUNTS[key]
+
+
+def dispatch_steps(one_step, loop_step_fn, carry, operands, statics: dict, num_steps: int,
+                   device_loop: bool):
+  """`num_steps` steps back to back without waiting for the device: one `loop_steps` program
+  of `loop_step_fn` (`device_loop`), else `num_steps` dispatches of `one_step(carry, operands,
+  statics)` (see `train_steps_on_device`)."""
+  if device_loop:
+    return loop_steps(carry, operands, trip_count(num_steps, carry[0].step),
+                      step_fn=loop_step_fn, statics=tuple(sorted(statics.items())))
+  for _ in range(num_steps):
+    carry = one_step(carry, operands, statics)
+  return carry
+
+
+def _one_single_step(carry, operands, statics):
+  state, sums, first_nonfinite = carry
+  images, labels, order = operands
+  return accumulate_train_step(state, images, labels, order, sums, first_nonfinite, **statics)
+
+
 def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *, batch_size,
-                          full_batch_size, steps_per_epoch, data_sharding=None):
+                          full_batch_size, steps_per_epoch, data_sharding=None,
+                          device_loop: bool = False):
   """`num_steps` train steps on device-resident data, dispatched back to back: nothing waits
   for the device and nothing is sent from the host (the step's position in the epoch comes
   from `state.step`).
@@ -168,18 +255,18 @@ def train_steps_on_device(state, images, labels, order, sums, num_steps: int, *,
   `data_sharding`, each device gathers and trains on its slice of the global batch. Returns the
   new state, `sums` plus these steps' metric sums, and the first non-finite step or -1.
 
-  Each step is its own dispatch. The same steps as one device-side `lax.fori_loop` (once 8-20x
-  slower: XLA:CPU left gradient convolutions in a slow layout inside loops, fixed by
-  cifar_jax.models.conv) measured 36 against 44 ms per step for p2cnn/exp1 (batch 64), the same
-  for exp0 and 20% slower for redes/m1 (344 against 283 ms): no gain to build on yet.
+  `device_loop` (config train.device_loop, see programs.device_loop_of): the steps run as one
+  on-device loop (`loop_steps`), one dispatch; else each step is its own dispatch. On a GPU or
+  TPU one dispatch per step would leave the device waiting on the host for every small model;
+  on XLA:CPU the host's share is small, and docs/scaling.md has the measurements that chose
+  the CPU default. (A loop once ran 8-20x slower on XLA:CPU, with gradient convolutions in a
+  slow layout inside loops: fixed by cifar_jax.models.conv.)
   """
-  first_nonfinite = no_nonfinite_step(state.step)
-  for _ in range(num_steps):
-    state, sums, first_nonfinite = accumulate_train_step(
-        state, images, labels, order, sums, first_nonfinite, batch_size=batch_size,
-        full_batch_size=full_batch_size, steps_per_epoch=steps_per_epoch,
-        data_sharding=data_sharding)
-  return state, sums, first_nonfinite
+  statics = dict(batch_size=batch_size, full_batch_size=full_batch_size,
+                 steps_per_epoch=steps_per_epoch, data_sharding=data_sharding)
+  carry = (state, sums, no_nonfinite_step(state.step))
+  return dispatch_steps(_one_single_step, _step_carry, carry, (images, labels, order), statics,
+                        num_steps, device_loop)
 
 
 @functools.partial(jax.jit, static_argnames=('data_sharding',))
