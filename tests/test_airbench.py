@@ -20,6 +20,7 @@ import pytest
 from cifar_jax.data import research_augment
 from cifar_jax.models import airbench, create_model
 from cifar_jax.models.summary import format_summary, summarize
+from cifar_jax.train import fast_optim
 from cifar_jax.train import optimizers
 from cifar_jax.train.config_checks import check_config
 from configs.fast import airbench94
@@ -135,7 +136,7 @@ def test_data_dependent_init_sets_only_the_whitening_kernel():
   same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), params, new)
   assert not same['whiten']['kernel'] and all(
       v for k, v in jax.tree_util.tree_leaves_with_path(same) if 'whiten/kernel' not in
-      optimizers.path_name(k))
+      fast_optim.path_name(k))
   # Other models are not touched.
   config.model.name = 'layer_stack'
   assert airbench.apply_data_dependent_init(config, params, batch_stats, uint8,
@@ -158,7 +159,7 @@ def test_a_run_starts_from_the_whitened_kernel():
   np.testing.assert_allclose(got @ got.T, expected @ expected.T, rtol=1e-3, atol=1e-3)
   # Every copy of the weights in the optimizer state is the whitened kernel, not the random one.
   kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
-             if 'whiten' in optimizers.path_name(path) and 'kernel' in optimizers.path_name(path)
+             if 'whiten' in fast_optim.path_name(path) and 'kernel' in fast_optim.path_name(path)
              and leaf.shape == state.params['whiten']['kernel'].shape]
   for kernel in kernels:
     if not np.allclose(kernel, 0):  # Momentum buffers start at zero.
@@ -223,14 +224,14 @@ def torch_reference(params, total, steps_per_epoch, lookahead=True):
   epoch 3, LookaheadState every 5 steps and at the end. float64."""
   lr, wd, mu, bias_scaler = 1.5, 0.0153 / 11.5, 0.85, 64.0
   p = {k: np.asarray(v, np.float64) for k, v in
-       ((optimizers.path_name(k), v) for k, v in jax.tree_util.tree_leaves_with_path(params))}
+       ((fast_optim.path_name(k), v) for k, v in jax.tree_util.tree_leaves_with_path(params))}
   ema = {k: v.copy() for k, v in p.items()}
   buf = {}
   alpha = 0.95 ** 5 * (np.arange(total + 1) / total) ** 3
   for step in range(total):
     as_tree = jax.tree_util.tree_unflatten(jax.tree.structure(params),
                                            [jnp.asarray(v, jnp.float32) for v in p.values()])
-    grads = {optimizers.path_name(k): np.asarray(g, np.float64) for k, g in
+    grads = {fast_optim.path_name(k): np.asarray(g, np.float64) for k, g in
              jax.tree_util.tree_leaves_with_path(grad_at(as_tree, step))}
     for name in p:
       if name == 'whiten/bias' and step // steps_per_epoch >= 3:
@@ -276,18 +277,18 @@ def test_optimizer_matches_airbench_step_by_step(lookahead):
     params, state = step(params, state, i)
   want = torch_reference(small_params(), total, steps_per_epoch, lookahead)
   for path, got in jax.tree_util.tree_leaves_with_path(params):
-    np.testing.assert_allclose(got, want[optimizers.path_name(path)], rtol=2e-5, atol=2e-6,
-                               err_msg=optimizers.path_name(path))
+    np.testing.assert_allclose(got, want[fast_optim.path_name(path)], rtol=2e-5, atol=2e-6,
+                               err_msg=fast_optim.path_name(path))
   assert optimizers.learning_rate(state) == pytest.approx(1.5 * airbench_get_lr(total, total))
 
 
 def test_param_groups_scale_lr_and_decay_per_group():
   config = airbench94.get_config().optim
-  groups = optimizers.check_param_groups(config.param_groups)
-  assert optimizers.group_of('block2/norm1/bias', groups)['lr_multiplier'] == 64
-  assert optimizers.group_of('whiten/bias', groups)['train_epochs'] == 3
-  assert optimizers.group_of('block2/conv1/kernel', groups) is None
-  assert optimizers.group_of('head/kernel', groups) is None
+  groups = fast_optim.check_param_groups(config.param_groups)
+  assert fast_optim.group_of('block2/norm1/bias', groups)['lr_multiplier'] == 64
+  assert fast_optim.group_of('whiten/bias', groups)['train_epochs'] == 3
+  assert fast_optim.group_of('block2/conv1/kernel', groups) is None
+  assert fast_optim.group_of('head/kernel', groups) is None
   # One plain SGD step from zero momentum: update = -lr * mult * (1 + mu) * (g + wd * mult_wd * p).
   tx = optimizers.make_optimizer(config, 48, 476)
   params = small_params()
@@ -302,7 +303,7 @@ def test_param_groups_scale_lr_and_decay_per_group():
       p, u = p[key], u[key]
     np.testing.assert_allclose(u, -lr0 * mult * 1.85 * (1 + wd * wd_mult * p), rtol=1e-5)
   with pytest.raises(ValueError, match=r'param_groups\[0\].*unknown'):
-    optimizers.check_param_groups([dict(match='x', lr=2)])
+    fast_optim.check_param_groups([dict(match='x', lr=2)])
   with pytest.raises(ValueError, match='weight_decay_multiplier is only used by sgd_torch'):
     config2 = airbench94.get_config().optim
     config2.name, config2.weight_decay = 'sgd', 0.0
@@ -313,9 +314,9 @@ def test_lookahead_decay_is_airbenchs_alpha_schedule():
   total = 476
   alpha = 0.95 ** 5 * (np.arange(total + 1) / total) ** 3
   for t in (5, 10, 235, 475):
-    assert float(optimizers.lookahead_decay(t, 5, 0.95, 3.0, total)) == pytest.approx(
+    assert float(fast_optim.lookahead_decay(t, 5, 0.95, 3.0, total)) == pytest.approx(
         alpha[t], rel=1e-6)
-  assert float(optimizers.lookahead_decay(7, 5, 0.95, 3.0, total)) == 0.0
+  assert float(fast_optim.lookahead_decay(7, 5, 0.95, 3.0, total)) == 0.0
 
 
 # --- Augmentation. -------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ through cifar_jax.paths, which gives pathlib and etils.epath paths the same meth
 
 Every problem raises `DataError`, naming the file (and record) at fault and what to do about it.
 The layout is checked exactly: each batch file holds 10,000 records (50,000 train and 10,000
-test in all), so a truncated or shortened file is an error, not a smaller dataset.
+test in all), so a truncated or shortened file is an error, not a smaller dataset. (Past the
+usual ~400 lines: the three forms share one validation path, and every check stays beside the
+parser it guards, so that no reader can skip one.)
 """
 
 import codecs

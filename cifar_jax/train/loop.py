@@ -9,6 +9,10 @@ One `Run` trains one replica or config.num_seeds of them: the host side is a lis
 per-replica objects (replicas.py: history, callbacks, best checkpoint, writer) and the device
 side a program picked by run type (programs.py: single, or stacked replicas vmapped or unrolled).
 A single run is the one-replica case and writes exactly what it always has.
+
+The module is past the usual ~400 lines on purpose: `Run` is the straight loop of a run, setup
+to final evaluation, read top to bottom like flax's train_and_evaluate; its pieces with a life
+of their own already live elsewhere (setup.py, replicas.py, programs.py, checkpointing.py).
 """
 
 import dataclasses

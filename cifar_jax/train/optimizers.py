@@ -30,34 +30,20 @@ The LR lives in an `optax.inject_hyperparams` state with two float32 scalars:
 An update uses learning_rate * lr_scale. Both are plain arrays in the state, so
 changing them needs no retrace and the state checkpoints as a plain pytree.
 
-Beyond Keras, for the fast-CIFAR recipes (configs/fast/airbench94.py):
-
-* 'sgd_torch': torch.optim.SGD. Weight decay is the coupled L2 term added to the gradient
-  before the momentum (g + wd*p), and the LR multiplies the whole velocity:
-  b = mu*b + g; p -= lr * (g + mu*b) with nesterov, else p -= lr * b.
-* `param_groups` (optim.param_groups): PyTorch-style param groups selected by a regular
-  expression on the parameter's path ('block1/norm1/bias'), each with an LR multiplier, a weight
-  decay multiplier (sgd_torch) and an optional number of epochs after which it stops training
-  (airbench's whitening bias, `requires_grad = epoch < 3`).
-* 'triangular' schedule: linear from initial_fraction*lr up to lr at pct_start of the steps,
-  then linear down to alpha*lr at the last step (airbench's get_lr).
-* `lookahead_ema` (optim.lookahead): every `every` steps the weights move to an EMA of
-  themselves, ema <- ema + (1 - d_t)*(p - ema); p <- ema, with d_t = decay**every*(t/T)**power,
-  and at step T the EMA is copied into the weights (airbench's LookaheadState), as an optax
-  transformation, so the train step does not change.
-* optim.total_epochs: a fractional length (airbench's 9.9 epochs) for the schedule and the
-  lookahead: T = ceil(total_epochs * steps_per_epoch) instead of the run's steps.
+Beyond Keras, for the fast-CIFAR recipes (configs/fast/airbench94.py), with PyTorch's semantics:
+'sgd_torch', `optim.param_groups`, `optim.lookahead` (fast_optim.py), and the 'triangular'
+schedule and `optim.total_epochs` here.
 """
 
 import math
-import re
-from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from cifar_jax.train import fast_optim
 
 OPTIMIZERS = ('adam', 'sgd', 'rmsprop', 'adamw', 'sgd_torch')
 SCHEDULES = ('constant', 'exponential_decay', 'step_decay', 'cosine', 'warmup_cosine',
@@ -170,181 +156,6 @@ def keras_rmsprop(lr, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def path_name(path) -> str:
-  """'block1/norm1/bias' for a jax.tree_util key path (what param group patterns match)."""
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
-
-
-class TorchSgdState(NamedTuple):
-  momentum: Any  # PyTorch's momentum_buffer b = mu*b + g (the LR is outside), or None.
-
-
-def torch_sgd(lr, momentum: float = 0.0, nesterov: bool = False,
-              weight_decay: float | Callable[[str], float] = 0.0
-              ) -> optax.GradientTransformation:
-  """torch.optim.SGD (dampening 0): g += wd*p; b = mu*b + g; p -= lr*(g + mu*b) (nesterov) or
-  lr*b. `weight_decay`: a float, or a function of the parameter's path name (param groups)."""
-  decay_of = weight_decay if callable(weight_decay) else (lambda _: weight_decay)
-
-  def init_fn(params):
-    if momentum == 0:
-      return TorchSgdState(momentum=None)
-    return TorchSgdState(momentum=optax.tree.zeros_like(params))
-
-  def update_fn(grads, state, params=None):
-    def with_decay(path, g, p):
-      wd = decay_of(path_name(path))
-      return g + p * jnp.asarray(wd, g.dtype) if wd else g
-
-    needs_params = any(decay_of(path_name(path)) for path, _ in
-                       jax.tree_util.tree_flatten_with_path(grads)[0])
-    if needs_params and params is None:
-      raise ValueError('sgd_torch with weight decay needs `params` in update().')
-    if needs_params:
-      grads = jax.tree_util.tree_map_with_path(with_decay, grads, params)
-    if momentum == 0:
-      return jax.tree.map(lambda g: -lr * g, grads), state
-    mu = jnp.float32(momentum)
-    buf = jax.tree.map(lambda b, g: mu * b + g, state.momentum, grads)
-    step = jax.tree.map(lambda b, g: g + mu * b, buf, grads) if nesterov else buf
-    return jax.tree.map(lambda d: -lr * d, step), TorchSgdState(momentum=buf)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-# ----------------------------------------------------------------------------------
-# Param groups: per-parameter LR / weight decay multipliers and training lengths.
-# ----------------------------------------------------------------------------------
-
-GROUP_KEYS = ('match', 'lr_multiplier', 'weight_decay_multiplier', 'train_epochs')
-
-
-def check_param_groups(groups) -> list[dict]:
-  """optim.param_groups as a list of complete dicts; raises ValueError naming a bad entry."""
-  out = []
-  for i, group in enumerate(groups or ()):
-    where = f'optim.param_groups[{i}]'
-    if not isinstance(group, (dict, Mapping)):
-      raise ValueError(f'{where}={group!r}: must be a dict with a "match" key')
-    group = dict(group)
-    unknown = set(group) - set(GROUP_KEYS)
-    if unknown:
-      raise ValueError(f'{where}: unknown key(s) {sorted(unknown)}; known: {list(GROUP_KEYS)}')
-    if not isinstance(group.get('match'), str):
-      raise ValueError(f'{where}.match must be a regular expression string')
-    try:
-      re.compile(group['match'])
-    except re.error as e:
-      raise ValueError(f'{where}.match={group["match"]!r}: {e}') from None
-    full = dict(match=group['match'], lr_multiplier=1.0, weight_decay_multiplier=1.0,
-                train_epochs=None)
-    full.update(group)
-    for key in ('lr_multiplier', 'weight_decay_multiplier'):
-      if not (isinstance(full[key], (int, float)) and full[key] >= 0):
-        raise ValueError(f'{where}.{key}={full[key]!r} must be a number >= 0')
-    if full['train_epochs'] is not None and not (
-        isinstance(full['train_epochs'], (int, float)) and full['train_epochs'] >= 0):
-      raise ValueError(f'{where}.train_epochs={full["train_epochs"]!r} must be None or >= 0')
-    out.append(full)
-  return out
-
-
-def group_of(name: str, groups: list[dict]) -> dict | None:
-  """The first group whose `match` regular expression is found in the path `name`, else None
-  (the optimizer's defaults)."""
-  for group in groups:
-    if re.search(group['match'], name):
-      return group
-  return None
-
-
-class ParamGroupState(NamedTuple):
-  count: jax.Array  # Updates done, int32.
-
-
-def param_group_scaling(groups: list[dict], steps_per_epoch: int
-                        ) -> optax.GradientTransformation:
-  """Multiplies each parameter's update by its group's lr_multiplier, and zeroes it from the
-  step its group's train_epochs end (epoch-granular, as `requires_grad = epoch < N` is). For
-  the update rules here, which are linear in the LR for a fixed parameter, that is the update
-  of a param group with lr * lr_multiplier."""
-
-  def init_fn(params):
-    del params
-    return ParamGroupState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    del params
-
-    def scale(path, u):
-      group = group_of(path_name(path), groups)
-      if group is None:
-        return u
-      u = u * jnp.asarray(group['lr_multiplier'], u.dtype)
-      if group['train_epochs'] is not None:
-        last = _steps(group['train_epochs'], steps_per_epoch)
-        u = jnp.where(state.count < last, u, jnp.zeros_like(u))
-      return u
-
-    updates = jax.tree_util.tree_map_with_path(scale, updates)
-    return updates, ParamGroupState(count=optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-# ----------------------------------------------------------------------------------
-# Lookahead: airbench's EMA of the weights, copied into them every few steps.
-# ----------------------------------------------------------------------------------
-
-
-class LookaheadState(NamedTuple):
-  count: jax.Array  # Updates done, int32.
-  ema: optax.Params
-
-
-def lookahead_decay(step, every: int, decay: float, power: float, total_steps: int):
-  """The EMA decay d_t at update `step` (1-based): decay**every * (t/T)**power, float32 (0 at
-  steps that are not multiples of `every`: no averaging there)."""
-  t = jnp.asarray(step, jnp.float32)
-  d = jnp.float32(decay ** every) * (t / jnp.float32(total_steps)) ** jnp.float32(power)
-  return jnp.where(jnp.asarray(step) % every == 0, d, 0.0)
-
-
-def lookahead_ema(every: int, decay: float, power: float, total_steps: int
-                  ) -> optax.GradientTransformation:
-  """airbench's LookaheadState as an optax transformation, after the optimizer's own.
-
-  After update t (1-based), with p the weights the inner update gives: if t % every == 0,
-  ema <- ema + (1 - d_t) * (p - ema) and p <- ema, d_t = decay**every * (t/T)**power; at t == T
-  (the run's last step), p <- ema (airbench's final update with decay 1). The EMA starts as the
-  initial weights. Returns the update that takes the current weights to p.
-  """
-  if every < 1 or total_steps < 1:
-    raise ValueError(f'lookahead needs every >= 1 and total_steps >= 1, got {every}, '
-                     f'{total_steps}')
-
-  def init_fn(params):
-    return LookaheadState(count=jnp.zeros([], jnp.int32), ema=jax.tree.map(jnp.array, params))
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError('lookahead_ema needs `params` in update().')
-    count = optax.safe_increment(state.count)
-    average = count % every == 0
-    weight = 1 - lookahead_decay(count, every, decay, power, total_steps)
-    take_ema = average | (count == total_steps)
-
-    def average_into(p, u, e):
-      return jnp.where(average, e + weight.astype(e.dtype) * (p + u - e), e)
-
-    ema = jax.tree.map(average_into, params, updates, state.ema)
-    # Steps that do not take the EMA keep the inner update as it is, bit for bit.
-    updates = jax.tree.map(lambda p, u, e: jnp.where(take_ema, e - p, u), params, updates, ema)
-    return updates, LookaheadState(count=count, ema=ema)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
 def _update_rule(c) -> Callable[[jax.Array], optax.GradientTransformation]:
   """Maps config.optim to `lr -> Keras-exact transform`."""
   if c.name not in OPTIMIZERS:
@@ -354,7 +165,7 @@ def _update_rule(c) -> Callable[[jax.Array], optax.GradientTransformation]:
     # express l2(λ) as a loss term, so a nonzero value elsewhere is a config mistake.
     raise ValueError(f'optim.weight_decay={c.weight_decay} is only used by adamw and sgd_torch '
                      f'(got {c.name!r}); use the model\'s L2 regularizer instead.')
-  groups = check_param_groups(c.get('param_groups', ()))
+  groups = fast_optim.check_param_groups(c.get('param_groups', ()))
   if c.name != 'sgd_torch' and any(g['weight_decay_multiplier'] != 1 for g in groups):
     raise ValueError('optim.param_groups: weight_decay_multiplier is only used by sgd_torch '
                      f'(got {c.name!r})')
@@ -366,9 +177,9 @@ def _update_rule(c) -> Callable[[jax.Array], optax.GradientTransformation]:
     return lambda lr: keras_sgd(lr, c.momentum, c.nesterov)
   if c.name == 'sgd_torch':
     def decay(name):
-      group = group_of(name, groups)
+      group = fast_optim.group_of(name, groups)
       return c.weight_decay * (group['weight_decay_multiplier'] if group else 1.0)
-    return lambda lr: torch_sgd(lr, c.momentum, c.nesterov, decay)
+    return lambda lr: fast_optim.torch_sgd(lr, c.momentum, c.nesterov, decay)
   return lambda lr: keras_rmsprop(lr, c.rho, c.momentum, c.epsilon)
 
 
@@ -435,12 +246,13 @@ def make_optimizer(optim_config, steps_per_epoch: int, total_steps: int
     total_steps = math.ceil(total_epochs * steps_per_epoch)
   tx = _scheduled_rule(optim_config, steps_per_epoch, total_steps)
   extra = []
-  groups = check_param_groups(optim_config.get('param_groups', ()))
+  groups = fast_optim.check_param_groups(optim_config.get('param_groups', ()))
   if groups:
-    extra.append(param_group_scaling(groups, steps_per_epoch))
+    extra.append(fast_optim.param_group_scaling(groups, steps_per_epoch))
   lookahead = optim_config.get('lookahead', None)
   if lookahead is not None and lookahead.get('every', 0):
-    extra.append(lookahead_ema(lookahead.every, lookahead.decay, lookahead.power, total_steps))
+    extra.append(fast_optim.lookahead_ema(lookahead.every, lookahead.decay, lookahead.power,
+                                          total_steps))
   # Without the extras the optimizer is the plain transform (same state, same checkpoints).
   return optax.chain(tx, *extra) if extra else tx
 
