@@ -20,6 +20,7 @@ gs:// needs the optional extra `requirements-gcs.txt` (gcsfs); without it a gs:/
 STORAGE_EMULATOR_HOST and orbax's TensorStore TENSORSTORE_GCS_HTTP_URL.
 """
 
+import hashlib
 import importlib.util
 import io
 import logging
@@ -83,6 +84,15 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
   except (ImportError, ValueError):  # ValueError: set to None in sys.modules (unimportable).
     return False
+
+
+def file_digest(path, algorithm: str = 'sha256') -> str:
+  """The hex digest of a file's bytes, read 1 MiB at a time (local or gs://)."""
+  digest = hashlib.new(algorithm)
+  with (epath(path).open('rb') if is_url(path) else open(path, 'rb')) as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def epath(path):

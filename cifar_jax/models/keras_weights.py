@@ -16,7 +16,6 @@ params kernel/bias, params scale/bias and batch_stats mean/var, in the same layo
 kernels, (in, out) dense kernels), so importing is renaming.
 """
 
-import hashlib
 import io
 import os
 import shutil
@@ -28,6 +27,8 @@ from typing import Mapping
 import h5py
 import jax.numpy as jnp
 import numpy as np
+
+from cifar_jax import paths
 
 # Where keras.applications fetches its ImageNet weights (cache file name, URL, md5), by
 # (model name, include_top).
@@ -62,14 +63,6 @@ def keras_home() -> str:
   return os.path.join(home if os.access(home, os.W_OK) else '/tmp', '.keras')
 
 
-def _md5(path: str) -> str:
-  digest = hashlib.md5()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def fetch_keras_weights(name: str, include_top: bool = False, download: bool = True) -> str:
   """The path of keras.applications' ImageNet weight file for `name` ('vgg16', 'densenet121').
 
@@ -93,7 +86,7 @@ def fetch_keras_weights(name: str, include_top: bool = False, download: bool = T
   try:
     with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
       shutil.copyfileobj(response, out)
-    if _md5(partial) != md5:
+    if paths.file_digest(partial, 'md5') != md5:
       raise WeightsError(f'{url}: the download does not have Keras\'s md5 {md5}')
     os.replace(partial, path)
   except OSError as e:  # urllib's URLError is an OSError.

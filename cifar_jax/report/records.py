@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from cifar_jax import paths
 from cifar_jax.report import results
 from cifar_jax.report import run_files
 
@@ -120,19 +121,13 @@ def data_checksum(path: str) -> str:
 
 def _checksum_of(path: str, stamps: tuple) -> str:
   if os.path.isfile(path):
-    return 'sha256:' + _file_digest(path)
+    return 'sha256:' + paths.file_digest(path)
   digest = hashlib.sha256()
   for file, _, _ in stamps:
-    digest.update(f'{os.path.basename(file)}\0{_file_digest(file)}\n'.encode())
+    digest.update(f'{os.path.basename(file)}\0{paths.file_digest(file)}\n'.encode())
   return 'sha256:' + digest.hexdigest()
 
 
-def _file_digest(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def read_provenance(workdir: str) -> dict[str, Any]:
