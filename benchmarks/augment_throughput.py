@@ -18,12 +18,13 @@ Prints a table and writes the numbers as JSON to --out. The default run takes ab
 on a loaded 2-core CPU, nearly all of it the four exp11 steps (two of them compiling).
 """
 
-import json
 import os
 import pathlib
 import statistics
 import sys
 import time
+
+import json_out  # This folder's --out writer (local or gs://).
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # The repository root.
@@ -144,6 +145,7 @@ def exp11_step_seconds(batch_size: int, steps: int) -> dict[str, float]:
 
 def main(argv):
   del argv
+  json_out.check(_OUT.value)
   batch_size = _BATCH.value
   results = {'device': str(jax.devices()[0]), 'batch_size': batch_size, 'throughput': []}
   print(f'device: {results["device"]}, batch {batch_size}')
@@ -171,8 +173,7 @@ def main(argv):
           f'{step["augmented"]:.2f} s augmented, {step["plain"]:.2f} s plain, ratio '
           f'{step["augmented"] / step["plain"]:.3f}; its augmentation alone takes '
           f'{augment_seconds * 1e3:.1f} ms: ratio {1 + augment_seconds / step["plain"]:.4f}')
-  with open(_OUT.value, 'w') as f:
-    json.dump(results, f, indent=2)
+  json_out.write(_OUT.value, results)
   print(f'wrote {_OUT.value}')
 
 

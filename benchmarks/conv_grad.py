@@ -17,10 +17,12 @@ Other processes on the machine skew wall times (CPU time less so): the load aver
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
+
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -126,17 +128,13 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   Each mode's step is traced with CIFAR_JAX_CONV_GRAD set to it (after clearing jax's caches,
   which would otherwise reuse the first trace); the compiled steps then run interleaved.
   """
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cifar_jax.models import conv  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import setup  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(config_path)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
   labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
@@ -191,6 +189,7 @@ def main():
   parser.add_argument('--xla_in_loop', action='store_true',
                       help="also XLA's own gradients in a loop (slow: minutes per shape)")
   args = parser.parse_args()
+  json_out.check(args.out)
 
   result = {'load_average_start': os.getloadavg(), 'shapes': [], 'train_steps': []}
   chosen = [SHAPES[int(i)] for i in args.shapes.split(',')] if args.shapes else SHAPES
@@ -216,9 +215,7 @@ def main():
           f"{plain['step_cpu_seconds'] / custom['step_cpu_seconds']:.2f}x CPU "
           f"(load {custom['load_average'][0]:.1f})", flush=True)
   result['load_average_end'] = os.getloadavg()
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=2)
+  json_out.write(args.out, result)
 
 
 if __name__ == '__main__':

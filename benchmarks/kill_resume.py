@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+import json_out  # This folder's --out writer (local or gs://).
+
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,6 +142,7 @@ def main(argv=None):
   parser.add_argument('--fast_compile', type=int, default=1, help="conftest's XLA flags")
   parser.add_argument('--out', default='', help='write the trials as JSON here')
   args = parser.parse_args(argv)
+  json_out.check(args.out)
   rng = random.Random(args.seed)
   with tempfile.TemporaryDirectory(prefix='kill_resume_') as scratch:
     if not args.data_dir:
@@ -171,9 +174,7 @@ def main(argv=None):
              'command': ' '.join(['python', 'benchmarks/kill_resume.py', *(argv or sys.argv[1:])])}
   print(f"{identical}/{args.n} bit-identical ({killed} killed, "
         f"{summary['killed_during_save']} of them during a save)")
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'summary': summary, 'trials': trials}, f, indent=2)
+  json_out.write(args.out, {'summary': summary, 'trials': trials})
   return 0 if identical == args.n else 1
 
 

@@ -19,12 +19,14 @@ runs it on a GPU.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
+
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -37,13 +39,6 @@ from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import dispatch, loop, programs, setup, steps
 
 MODES = {'per_step': False, 'device_loop': True}
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def step_flops(state, images, labels) -> float | None:
@@ -187,6 +182,7 @@ def main():
   parser.add_argument('--precision', default=None, help='model.matmul_precision override')
   parser.add_argument('--out', default=None, help='JSON file to write')
   args = parser.parse_args()
+  json_out.check(args.out)
   if args.steps < 1 or args.repeats < 1:
     print('--steps and --repeats must be >= 1', file=sys.stderr)
     sys.exit(2)
@@ -210,10 +206,8 @@ def main():
     del bench
     results['load_after'] = os.getloadavg()
     results['seconds'] = time.perf_counter() - start
-    if args.out:  # After each config: a run stopped by a time limit keeps what it measured.
-      os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-      with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    # After each config: a run stopped by a time limit keeps what it measured.
+    json_out.write(args.out, results)
 
 
 if __name__ == '__main__':

@@ -15,22 +15,21 @@ import subprocess
 import sys
 import time
 
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def measure(config_path: str, steps: int, batch_size: int) -> dict:
   """Runs in the child process: images/s of the jitted, on-device-data train step."""
   sys.path.insert(0, REPO)
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import create_train_state_from_config, setup, sharding  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(config_path)
   batch_size = batch_size or config.train.batch_size
   rng = np.random.default_rng(0)
   n = batch_size * 4
@@ -75,6 +74,7 @@ def main():
   if args.child:
     print(json.dumps(measure(args.config, args.steps, args.batch_size)))
     return
+  json_out.check(args.out)
   rows = []
   for count in [int(d) for d in args.devices.split(',')]:
     env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={count}'}
@@ -86,9 +86,7 @@ def main():
     print(f"{row['devices']} x {row['platform']}: {row['images_per_second']:8.1f} img/s "
           f"({1000 * row['step_seconds']:.0f} ms/step, first step {row['first_step_seconds']:.1f} s)",
           flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'config': args.config, 'rows': rows}, f, indent=2)
+  json_out.write(args.out, {'config': args.config, 'rows': rows})
 
 
 if __name__ == '__main__':

@@ -13,13 +13,14 @@ machine's load average is printed and saved: on a shared machine the numbers are
 """
 
 import argparse
-import importlib.util
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -29,13 +30,6 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from cifar_jax.train import seeds, setup, steps  # pylint: disable=g-import-not-at-top
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def uptime() -> str:
@@ -72,6 +66,7 @@ def main():
   parser.add_argument('--unrolled', action='store_true', help='also time N unbatched copies')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
+  json_out.check(args.out)
 
   config = load_config(args.config)
   batch_size = args.batch_size or config.train.batch_size
@@ -138,11 +133,10 @@ def main():
 
   after = uptime()
   print(after, flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'config': args.config, 'batch_size': batch_size, 'steps': args.steps,
-                 'seeds': args.seeds, 'device': jax.devices()[0].platform,
-                 'uptime_before': before, 'uptime_after': after, 'rows': rows}, f, indent=2)
+  json_out.write(args.out, {'config': args.config, 'batch_size': batch_size,
+                           'steps': args.steps, 'seeds': args.seeds,
+                           'device': jax.devices()[0].platform, 'uptime_before': before,
+                           'uptime_after': after, 'rows': rows})
 
 
 if __name__ == '__main__':

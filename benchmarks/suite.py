@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -61,6 +60,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ('cifar_jax', 'keras_jax', 'keras_tf')
@@ -88,12 +90,7 @@ class Plan:
 
 def load_config(config_path: str, data_dir: str):
   """The config's get_config(), reading CIFAR-10 from `data_dir`, quiet, without checkpoints."""
-  sys.path.insert(0, REPO)
-  path = config_path if os.path.isabs(config_path) else os.path.join(REPO, config_path)
-  spec = importlib.util.spec_from_file_location('benchmarked_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(config_path)
   config.data.dir = data_dir
   config.data.download = False
   config.checkpoint.enabled = False  # Checkpoint writes are no part of either framework's epoch.
@@ -831,10 +828,7 @@ def results_document(args, rows, peak, started, load_start, start_time, complete
 
 
 def write_json(path: str, document: dict) -> None:
-  if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-      json.dump(document, f, indent=2)
+  json_out.write(path, document)
 
 
 def main(argv=None) -> dict:
@@ -842,6 +836,7 @@ def main(argv=None) -> dict:
   if args.child:
     child_main(args)
     return {}
+  json_out.check(args.out)
   started, load_start = datetime.datetime.now().astimezone(), os.getloadavg()
   start_time = time.perf_counter()
   print(f'load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} '

@@ -22,6 +22,9 @@ import subprocess
 import sys
 import time
 
+import json_out  # This folder's --out writer (local or gs://).
+from config_file import load_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
     'xla_defaults': {'CIFAR_JAX_XLA_CPU_DEFAULTS': '0'},
@@ -49,17 +52,13 @@ def find_tcmalloc() -> str:
 def child(config_path: str, reps: int) -> dict:
   """One setting: this process's environment is the setting."""
   sys.path.insert(0, REPO)
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location('config', os.path.join(REPO, config_path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(config_path)
   batch_size = config.train.batch_size
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
@@ -101,6 +100,7 @@ def main():
   if args.child:
     print(json.dumps(child(args.child, args.reps)))
     return
+  json_out.check(args.out)
 
   tcmalloc = find_tcmalloc()
   mallocs = {'glibc': '', **({'tcmalloc': tcmalloc} if tcmalloc else {})}
@@ -125,9 +125,7 @@ def main():
         print(f"{config_path:24} {setting:14} {malloc:9} {1000 * row['step_seconds']:8.1f} "
               f"{row['batch_size'] / row['step_seconds']:7.0f} {row['page_faults_per_step']:11.0f} "
               f"{1000 * row['system_seconds_per_step']:7.1f}", flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(rows, f, indent=2)
+  json_out.write(args.out, rows)
 
 
 if __name__ == '__main__':

@@ -196,7 +196,7 @@ def launch(command: Sequence[str]) -> int:
 def run_sweep(config_file: str, points: Sequence[Point], workdir: str,
               extra: Sequence[str] = ()) -> list[Outcome]:
   """Runs the points in order, skipping finished ones; an interrupted run stops the rest."""
-  outcomes = [Outcome(point, os.path.join(workdir, point.name)) for point in points]
+  outcomes = [Outcome(point, fs.join(workdir, point.name)) for point in points]
   interrupted = False
   for number, outcome in enumerate(outcomes, start=1):
     progress = f'[{number}/{len(outcomes)}] {outcome.point.name}'
@@ -248,8 +248,8 @@ def sweep_table(axes: Sequence[Axis], outcomes: Sequence[Outcome]) -> tables.Tab
 
 
 def write_table(workdir: str, table: tables.Table) -> list[str]:
-  return [tables.write(os.path.join(workdir, 'sweep.md'), table.to_markdown()),
-          tables.write(os.path.join(workdir, 'sweep.csv'), table.to_csv())]
+  return [tables.write(fs.join(workdir, 'sweep.md'), table.to_markdown()),
+          tables.write(fs.join(workdir, 'sweep.csv'), table.to_csv())]
 
 
 def split_launch_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -283,6 +283,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: Sequence[str]) -> int:
   args, extra = parse_args(argv)
   try:
+    fs.check_usable(args.workdir)  # Before the configs load: the quickest mistake to report.
     axes = [parse_axis(text) for text in args.sweep]
     points = grid(axes)
     name = check_flags(args.config, points, extra)

@@ -17,6 +17,9 @@ to RESULTS (cifar_jax.report.records). Rerun the same command to go on: a (confi
 record of the current config is skipped, an unfinished workdir resumes from its checkpoint. A
 failed run is reported and the others still run (exit 1); Ctrl-C stops the zoo once the current
 run has saved (exit 130).
+
+OUT, RESULTS and --data_dir may be gs:// URLs (cifar_jax.paths): an accelerator VM can keep
+the runs and their records in a bucket (`--out=gs://BUCKET/zoo --results=gs://BUCKET/results`).
 """
 
 import argparse
@@ -30,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from cifar_jax import paths
 from cifar_jax import sweep
 from cifar_jax.report import records as records_lib
 from cifar_jax.report import results
@@ -134,13 +138,13 @@ def plan(names: Sequence[str], seeds: Sequence[int] | None, out: str, data_flags
     as_json = json.loads(config.to_json_best_effort())
     wanted = list(seeds) if seeds is not None else list(range(NUM_SEEDS.get(config.name, 1)))
     todo = [s for s in wanted if not records_lib.has_record(done, as_json, s)]
-    folder = os.path.join(out, config.name.replace('/', '_'))
+    folder = paths.join(out, config.name.replace('/', '_'))
     consecutive = todo == list(range(todo[0], todo[0] + len(todo))) if todo else False
     if config.name in SEEDS_TOGETHER and len(todo) > 1 and consecutive:
       jobs.append(Job(config.name, config_file, tuple(todo),
-                      os.path.join(folder, f'seeds{todo[0]}-{todo[-1]}')))
+                      paths.join(folder, f'seeds{todo[0]}-{todo[-1]}')))
     else:
-      jobs += [Job(config.name, config_file, (s,), os.path.join(folder, f'seed{s}'))
+      jobs += [Job(config.name, config_file, (s,), paths.join(folder, f'seed{s}'))
                for s in todo]
   return jobs
 
@@ -157,7 +161,7 @@ def git_state(results_dir: str) -> tuple[str, bool]:
     commit = git('rev-parse', 'HEAD').stdout.strip()
     excluded = []
     results = Path(results_dir).resolve()
-    if results.is_relative_to(REPO):
+    if not paths.is_url(results_dir) and results.is_relative_to(REPO):
       excluded = [f':(exclude){results.relative_to(REPO)}']
     changes = git('status', '--porcelain', '--', '.', *excluded).stdout.strip()
   except (OSError, subprocess.CalledProcessError) as e:
@@ -207,20 +211,18 @@ def prepare(job: Job, commit: str, dirty: bool, machine, extra, dtype) -> None:
   Raises:
     ZooError: the workdir was started by another commit (resuming would mix two versions).
   """
-  path = os.path.join(job.workdir, 'provenance.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      started = json.load(f)
+  path = paths.join(job.workdir, 'provenance.json')
+  if paths.exists(path):
+    started = json.loads(paths.read_text(path))
     if started.get('commit') != commit or started.get('dirty') != dirty:
       raise ZooError(f'{job.workdir} was started at commit {started.get("commit")}'
                      f'{" (dirty)" if started.get("dirty") else ""}, this tree is {commit}'
                      f'{" (dirty)" if dirty else ""}: move the folder aside, or finish it from '
                      'that commit')
     return
-  os.makedirs(job.workdir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(provenance(job, commit, dirty, machine, extra, dtype), f, indent=2)
-    f.write('\n')
+  paths.makedirs(job.workdir)
+  paths.write_text(path, json.dumps(provenance(job, commit, dirty, machine, extra, dtype),
+                                    indent=2) + '\n')
 
 
 def run_jobs(jobs: Sequence[Job], args, extra: list[str], data_flags: list[str], commit: str,
@@ -233,7 +235,7 @@ def run_jobs(jobs: Sequence[Job], args, extra: list[str], data_flags: list[str],
                sweep.LAUNCH, f'--config={job.config_file}', f'--workdir={job.workdir}',
                *job.seed_flags, *data_flags, *extra]
     try:
-      if os.path.exists(os.path.join(job.workdir, 'results.json')):
+      if paths.exists(paths.join(job.workdir, 'results.json')):
         job.status = 'finished earlier'  # E.g. stopped between the run and its records.
       else:
         dtype = sweep.parse_config(job.config_file, [f for f in extra
@@ -260,7 +262,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--seeds', default='',
                       help='comma-separated seeds for every config (default: NUM_SEEDS)')
   parser.add_argument('--data_dir', default='', help='CIFAR-10 for every run (data.dir)')
-  parser.add_argument('--out', default=os.path.join('runs', 'zoo'), help='run folders')
+  parser.add_argument('--out', default=os.path.join('runs', 'zoo'),
+                      help='run folders (default %(default)s)')
   parser.add_argument('--results', default=records_lib.DEFAULT_RESULTS_DIR,
                       help='records folder (default %(default)s)')
   parser.add_argument('--nice', type=int, default=0, help='run each training with this niceness')
@@ -301,8 +304,14 @@ def main(argv: Sequence[str]) -> int:
       seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else None
     except ValueError:
       raise ZooError(f'--seeds={args.seeds}: expected integers, e.g. --seeds=0,1,2') from None
+    for path in (args.out, args.results, args.data_dir):
+      try:
+        paths.check_usable(path)
+      except paths.MissingExtraError as e:
+        raise ZooError(str(e)) from None
     names = select(args)
-    data_flags = [f'--config.data.dir={os.path.abspath(args.data_dir)}'] if args.data_dir else []
+    # os.path.abspath would make a gs:// URL a local './gs:/...' path.
+    data_flags = [f'--config.data.dir={paths.absolute(args.data_dir)}'] if args.data_dir else []
     commit, dirty = git_state(args.results)
     if dirty and not args.allow_dirty:
       raise ZooError(f'{REPO} has uncommitted changes (git status): a record must name the '

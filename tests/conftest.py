@@ -28,6 +28,27 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / 'shared' / 'data' / 'cifar10-jpeg'
 
 
+@pytest.fixture(scope='session', autouse=True)
+def subprocess_compilation_cache(tmp_path_factory):
+  """One XLA compilation cache for the session's subprocesses (launch.py runs, mostly of the
+  tiny config, dozens of them): each compiles only what no earlier one did. Set once this
+  process has imported jax, which read its own settings then: this process compiles as before
+  (tests/test_compiles.py counts its compilations). Cached programs are the ones a compilation
+  would give, so no result changes."""
+  import jax  # pylint: disable=g-import-not-at-top,unused-import
+  cache = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('xla_compilation_cache')),
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+           'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+  saved = {name: os.environ.get(name) for name in cache}
+  os.environ.update(cache)
+  yield
+  for name, value in saved.items():
+    if value is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = value
+
+
 @pytest.fixture(scope='session')
 def synthetic_dir(tmp_path_factory):
   """A folder with a small synthetic CIFAR-10 in the official binary layout."""
@@ -43,3 +64,14 @@ def tiny_config(data_dir: str = '', **train):
   for key, value in train.items():
     c.train[key] = value
   return c
+
+
+def forget_train_step_programs():
+  """Drops the compiled programs that trace cifar_jax.train.steps.train_step (one program per
+  step, the device loop, stacked seeds' step), so that a test's monkeypatched train_step is
+  traced, and after it the real one again. Every other program stays compiled: jax.clear_caches()
+  would make the tests after it compile theirs again."""
+  from cifar_jax.train import seeds, steps  # pylint: disable=g-import-not-at-top
+  seeds_step = seeds._accumulate_seeds_step  # pylint: disable=protected-access
+  for program in (steps.accumulate_train_step, steps.loop_steps, seeds_step):
+    program.clear_cache()

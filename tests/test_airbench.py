@@ -218,14 +218,30 @@ def grad_at(params, step):
   return jax.tree.map(grad, params)
 
 
-def torch_reference(params, total, steps_per_epoch, lookahead=True):
+def small_stats():
+  """BatchNorm running statistics of the net of small_params."""
+  return {'block1': {'norm1': {'mean': jnp.zeros(4), 'var': jnp.ones(4)}}}
+
+
+def stats_update(stats, step):
+  """A BatchNorm forward pass in train mode: running = 0.6 running + 0.4 batch's (airbench's
+  momentum), the batch's moments a deterministic function of the step."""
+  batch = lambda x: jnp.cos(jnp.arange(x.size, dtype=jnp.float32) + 3.0 * step) + 1.5
+  return jax.tree.map(lambda x: 0.6 * x + 0.4 * batch(x), stats)
+
+
+def torch_reference(params, total, steps_per_epoch, lookahead=True, stats=None):
   """airbench94.py's main() loop on `params` with `grad_at` as the (mean-loss) gradient:
   torch.optim.SGD with the two param groups, LambdaLR(get_lr), the whitening bias frozen from
-  epoch 3, LookaheadState every 5 steps and at the end. float64."""
+  epoch 3, LookaheadState every 5 steps and at the end. float64. With `stats` (BatchNorm
+  buffers, moved by `stats_update` each step), LookaheadState averages them as part of the
+  state_dict too; returns (weights, statistics)."""
   lr, wd, mu, bias_scaler = 1.5, 0.0153 / 11.5, 0.85, 64.0
-  p = {k: np.asarray(v, np.float64) for k, v in
-       ((fast_optim.path_name(k), v) for k, v in jax.tree_util.tree_leaves_with_path(params))}
-  ema = {k: v.copy() for k, v in p.items()}
+  named = lambda tree: {fast_optim.path_name(k): np.asarray(v, np.float64)
+                        for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  p = named(params)
+  s = named(stats) if stats is not None else {}
+  ema = {k: v.copy() for k, v in {**p, **s}.items()}
   buf = {}
   alpha = 0.95 ** 5 * (np.arange(total + 1) / total) ** 3
   for step in range(total):
@@ -240,15 +256,21 @@ def torch_reference(params, total, steps_per_epoch, lookahead=True):
       g = grads[name] + group_wd * p[name]
       buf[name] = g if name not in buf else mu * buf[name] + g
       p[name] = p[name] - group_lr * airbench_get_lr(step, total) * (g + mu * buf[name])
+    if stats is not None:
+      as_stats = jax.tree_util.tree_unflatten(jax.tree.structure(stats),
+                                              [jnp.asarray(v, jnp.float32) for v in s.values()])
+      s = named(stats_update(as_stats, step))
+    state_dict = {**p, **s}
     current = step + 1
     if lookahead and current % 5 == 0:
-      for name in p:
-        ema[name] += (1 - alpha[current]) * (p[name] - ema[name])
-        p[name] = ema[name].copy()
+      for name in state_dict:
+        ema[name] += (1 - alpha[current]) * (state_dict[name] - ema[name])
+        state_dict[name] = ema[name].copy()
     if lookahead and current >= total:
-      for name in p:
-        p[name] = ema[name].copy()
-  return p
+      for name in state_dict:
+        state_dict[name] = ema[name].copy()
+    p, s = {k: state_dict[k] for k in p}, {k: state_dict[k] for k in s}
+  return (p, s) if stats is not None else p
 
 
 def airbench_optimizer(steps_per_epoch, total_epochs, lookahead=True):
@@ -280,6 +302,68 @@ def test_optimizer_matches_airbench_step_by_step(lookahead):
     np.testing.assert_allclose(got, want[fast_optim.path_name(path)], rtol=2e-5, atol=2e-6,
                                err_msg=fast_optim.path_name(path))
   assert optimizers.learning_rate(state) == pytest.approx(1.5 * airbench_get_lr(total, total))
+
+
+def test_lookahead_averages_batchnorm_statistics_as_airbench():
+  """airbench's LookaheadState averages the whole state_dict: BatchNorm's running mean and
+  variance follow the weights' EMA rule (every 5 steps, and taken at the end)."""
+  steps_per_epoch = 4
+  tx, total = airbench_optimizer(steps_per_epoch, 5.9)
+  params, stats = small_params(), small_stats()
+  opt_state = fast_optim.init_state(tx, params, stats)
+
+  @jax.jit
+  def step(params, stats, opt_state, i):  # What steps.train_step does after the gradient.
+    updates, opt_state = tx.update(grad_at(params, i), opt_state, params)
+    return (optax.apply_updates(params, updates),
+            *fast_optim.average_stats(opt_state, stats_update(stats, i))[::-1])
+
+  for i in range(total):
+    params, stats, opt_state = step(params, stats, opt_state, i)
+  want_params, want_stats = torch_reference(small_params(), total, steps_per_epoch,
+                                            stats=small_stats())
+  for tree, want in ((params, want_params), (stats, want_stats)):
+    for path, got in jax.tree_util.tree_leaves_with_path(tree):
+      np.testing.assert_allclose(got, want[fast_optim.path_name(path)], rtol=2e-5, atol=2e-6,
+                                 err_msg=fast_optim.path_name(path))
+  # The statistics differ from a run that leaves them out (they are what the test is about).
+  plain = small_stats()
+  for i in range(total):
+    plain = stats_update(plain, i)
+  assert not np.allclose(plain['block1']['norm1']['mean'], stats['block1']['norm1']['mean'])
+
+
+def test_the_train_step_averages_batchnorm_statistics_with_the_weights():
+  """Through steps.train_step (the tiny BatchNorm net with a lookahead every 5 steps): at a
+  lookahead step the statistics become the lookahead's EMA of them, between two they move by
+  BatchNorm's own update only."""
+  from cifar_jax.train import create_train_state_from_config, setup, steps  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.optim.lookahead.every = 5
+  config.train.epochs = 50  # The lookahead's last step (T, where it is taken too) far away.
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 32).astype(np.int32)
+  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  batch = {'image': jnp.asarray(images[:8]), 'label': jnp.asarray(labels[:8]),
+           'index': jnp.arange(8), 'epoch': jnp.zeros(8, jnp.int32)}
+  train_step = jax.jit(steps.train_step)
+  is_lookahead = lambda x: isinstance(x, fast_optim.LookaheadState)
+  lookahead = lambda s: [x for x in jax.tree.leaves(s.opt_state, is_leaf=is_lookahead)
+                         if is_lookahead(x)][0]
+  ema = lambda s: jax.tree.leaves(lookahead(s).stats_ema)
+  for count in range(1, 6):
+    before = state
+    state, _ = train_step(state, batch)
+    assert int(lookahead(state).count) == count and bool(lookahead(state).took_ema) == (count == 5)
+    for got, saved, old in zip(jax.tree.leaves(state.batch_stats), ema(state), ema(before)):
+      if count < 5:  # The EMA waits; the statistics are BatchNorm's.
+        np.testing.assert_array_equal(saved, old)
+        assert not np.allclose(got, saved)
+      else:  # Averaged, then taken: the weights' rule.
+        np.testing.assert_array_equal(got, saved)
+        assert not np.allclose(saved, old)
 
 
 def test_param_groups_scale_lr_and_decay_per_group():

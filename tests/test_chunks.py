@@ -39,12 +39,22 @@ def split():
   return images, labels
 
 
-def train_two_epochs(config, split, device_loop: bool, steps_per_dispatch: int):
+@pytest.fixture(scope='module')
+def augmented_setup(split):
+  """augmented_config's RunSetup on `split` and its fresh state, shared: every run below starts
+  from a copy of that state, so all of them call the same programs (a new state's optimizer
+  and augmentation functions are new static parts of its tree, compiled for again) and only
+  the dispatching differs."""
+  run_setup = setup.RunSetup.create(augmented_config(), setup.array_splits(*split))
+  return run_setup, run_setup.train_state()
+
+
+def train_two_epochs(augmented_setup, split, device_loop: bool, steps_per_dispatch: int):
   images, labels = split
-  run_setup = setup.RunSetup.create(config, setup.array_splits(images, labels))
+  run_setup, initial_state = augmented_setup
   plan = run_setup.plan
   assert plan.last_batch_size == 8
-  state = run_setup.train_state()
+  state = jax.tree.map(jnp.copy, initial_state)  # The steps donate their state's buffers.
   program = programs.Single(device_loop=device_loop)
   sizer = dispatch.DispatchSizer(steps_per_dispatch)
   for _ in range(2):
@@ -55,19 +65,18 @@ def train_two_epochs(config, split, device_loop: bool, steps_per_dispatch: int):
   return jax.device_get((state.params, state.batch_stats, state.opt_state, result.sums))
 
 
-def test_a_device_loop_gives_the_same_bits_however_the_steps_are_dispatched(split):
-  config = augmented_config()
-  one_each = train_two_epochs(config, split, True, 1)
+def test_a_device_loop_gives_the_same_bits_however_the_steps_are_dispatched(augmented_setup,
+                                                                            split):
+  one_each = train_two_epochs(augmented_setup, split, True, 1)
   for steps_per_dispatch in (4, 1000):  # Chunks that straddle nothing / a whole epoch's.
-    chunked = train_two_epochs(config, split, True, steps_per_dispatch)
+    chunked = train_two_epochs(augmented_setup, split, True, steps_per_dispatch)
     for a, b in zip(jax.tree.leaves(one_each), jax.tree.leaves(chunked), strict=True):
       np.testing.assert_array_equal(a, b)
 
 
-def test_a_device_loop_agrees_with_one_program_per_step_to_rounding(split):
-  config = augmented_config()
-  looped = train_two_epochs(config, split, True, 0)
-  per_step = train_two_epochs(config, split, False, 0)
+def test_a_device_loop_agrees_with_one_program_per_step_to_rounding(augmented_setup, split):
+  looped = train_two_epochs(augmented_setup, split, True, 0)
+  per_step = train_two_epochs(augmented_setup, split, False, 0)
   for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(per_step), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -106,11 +115,11 @@ def test_auto_loops_on_the_device_except_on_cpu():
     programs.device_loop_of(config, 'cpu')
 
 
-def test_a_device_loop_epoch_sends_no_data_from_the_host(split):
+def test_a_device_loop_epoch_sends_no_data_from_the_host(augmented_setup, split):
   """The trip count is the only thing sent (an explicit transfer, once per count)."""
   images, labels = split
-  run_setup = setup.RunSetup.create(augmented_config(), setup.array_splits(images, labels))
-  state = jax.device_put(run_setup.train_state())
+  run_setup, initial_state = augmented_setup
+  state = jax.device_put(jax.tree.map(jnp.copy, initial_state))
   program = programs.Single(device_loop=True)
   train = jax.device_put((images, labels))
 

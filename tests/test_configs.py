@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import traceback
@@ -67,6 +68,8 @@ TESTED_ELSEWHERE = ('exp12', 'arquitecturas/tl_basic', 'arquitecturas/tl_vgg16',
                     'fast/airbench94')  # tests/test_airbench.py.
 
 STEP_BATCH = 4
+# The most the one-step programs kept in .pytest_cache may take (a few MB a config).
+COMPILATION_CACHE_BYTES = 256 * 2**20
 
 
 def config_module(name):
@@ -180,10 +183,12 @@ def step_results_json(data_dir: str, names) -> str:
 def _run_steps(data_dir, names, compilation_cache):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}  # XLA_FLAGS: conftest's fast-compile ones.
   if compilation_cache:  # A rerun loads the compiled steps instead of compiling them again.
+    # No JAX_COMPILATION_CACHE_MAX_SIZE: jax needs the optional `filelock` package for it, and
+    # without it refuses every read and write (a warning each), so nothing was ever cached;
+    # step_results bounds the folder instead.
     env.update(JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
-               JAX_COMPILATION_CACHE_MAX_SIZE=str(256 * 2**20))  # Oldest entries go first.
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   code = ('import sys; from tests import test_configs as t; '
           'print(t.step_results_json(sys.argv[1], sys.argv[2:]))')
   result = subprocess.run([sys.executable, '-c', code, data_dir, *names], cwd=REPO, env=env,
@@ -200,6 +205,10 @@ def step_results(synthetic_dir, request):
   programs are kept in pytest's cache folder (.pytest_cache) when there is one."""
   cache = getattr(request.config, 'cache', None)
   compilation_cache = cache.mkdir('xla_compilation_cache') if cache else None
+  if compilation_cache and sum(f.stat().st_size for f in compilation_cache.rglob('*')
+                               if f.is_file()) > COMPILATION_CACHE_BYTES:
+    shutil.rmtree(compilation_cache)  # Mostly programs of configs as they were: start afresh.
+    compilation_cache.mkdir()
   halves = (CONFIGS[0::2], CONFIGS[1::2])
   with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
     results = {}

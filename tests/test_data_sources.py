@@ -74,6 +74,35 @@ def test_tarball_round_trip(tmp_path, kind):
   assert list(root.iterdir()) == [tarball]  # Read in memory: nothing was extracted.
 
 
+@pytest.mark.parametrize('kind, read', [('bin', cifar10.read_binary_dir),
+                                        ('tarball', cifar10.read_tarball)])
+def test_limits_keep_the_first_images_of_each_split(tmp_path, kind, read):
+  """What a run of data.num_train_examples reads: the same first images, across a batch file's
+  end (10,002 train images: all of data_batch_1 and 2 of data_batch_2). (Every reader shares
+  this assembly; the python folder's is the binary one's.)"""
+  num_train, num_test = 10_002, 7
+  if kind == 'tarball':
+    path = synthetic_cifar.write_tarball(tmp_path, 'bin', num_train, num_test)
+  else:
+    path = _write(kind, tmp_path, num_train=num_train, num_test=num_test)
+  full, kept = read(path), read(path, (num_train, num_test))
+  assert (len(kept.train_labels), len(kept.test_labels)) == (num_train, num_test)
+  for name, n in (('train', num_train), ('test', num_test)):
+    np.testing.assert_array_equal(getattr(kept, f'{name}_images'),
+                                  getattr(full, f'{name}_images')[:n])
+    np.testing.assert_array_equal(getattr(kept, f'{name}_labels'),
+                                  getattr(full, f'{name}_labels')[:n])
+  assert kept.train_images.flags['C_CONTIGUOUS'] and kept.test_images.flags['C_CONTIGUOUS']
+  # Every record is still checked: a bad label past the kept images is an error.
+  if kind == 'bin':
+    assert read(path, (None, 0)).train_images.shape == full.train_images.shape  # None, 0: all.
+    with open(path / 'test_batch.bin', 'r+b') as f:
+      f.seek(9_000 * _RECORD_BYTES)
+      f.write(bytes([10]))
+    with pytest.raises(DataError, match='record 9000 has label 10'):
+      read(path, (num_train, num_test))
+
+
 def test_binary_pixel_order_is_hwc(tmp_path):
   # Built from raw bytes, not from the helper, so a shared transposition bug cannot hide.
   row, col = 2, 5

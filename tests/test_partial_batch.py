@@ -14,53 +14,68 @@ from tests.test_scaling import assert_close_runs, finish, launch, with_env
 SIXTEEN = {'XLA_FLAGS': '--xla_force_host_platform_device_count=16'}
 EIGHT = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
 
-# argv[3]'s config (p2cnn/exp1: batch 64, its real epoch of 45,000 images ending on a batch of
-# 8; the tiny net: BatchNorm and dropout) on a batch + 8 random images, from the epoch's last
-# step only (a full batch split over 16 devices would differ by the rounding of its sums).
-# Writes the params, the step's metric sums and the number of devices to argv[1].
+# For each (config module, mode) pair of argv[2:] (p2cnn/exp1: batch 64, its real epoch of
+# 45,000 images ending on a batch of 8; the tiny net: BatchNorm and dropout), a batch + 8 random
+# images, trained from the epoch's last step only (a full batch split over 16 devices would
+# differ by the rounding of its sums); one process for all pairs, so it imports once. Writes
+# the params, the step's metric sums and the number of devices to argv[1]/<i>.npz.
 LAST_STEP = '''
 import sys
 import jax, jax.numpy as jnp, numpy as np
 import importlib
 from cifar_jax.train import loop, programs, setup, sharding
-config = importlib.import_module(sys.argv[3]).get_config()
-config.train.device_loop = sys.argv[2] == 'loop'
-n = config.train.batch_size + 8
-rng = np.random.default_rng(0)
-images = rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
-labels = rng.integers(0, 10, n).astype(np.int32)
-run_setup = setup.RunSetup.create(config, setup.array_splits(images, labels))
-assert run_setup.plan.last_batch_size == 8
-mesh = sharding.make_mesh()
-program = programs.for_run(config, run_setup.input_pipeline, mesh)
-state = run_setup.train_state()
-state = sharding.replicate(state.replace(step=jnp.asarray(1, jnp.int32)), mesh)
-train = sharding.replicate((images, labels), mesh)
-data = program.epoch_data(state, *train, run_setup.plan, [0])
-result = loop.run_epoch(program, state, data)
-assert result.complete and int(result.sums['count']) == 8
-leaves = jax.tree.leaves(jax.device_get((result.state.params, result.sums)))
-np.savez(sys.argv[1], devices=mesh.size, *leaves)
+for i, (module, mode) in enumerate(zip(sys.argv[2::2], sys.argv[3::2])):
+  config = importlib.import_module(module).get_config()
+  config.train.device_loop = mode == 'loop'
+  n = config.train.batch_size + 8
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  run_setup = setup.RunSetup.create(config, setup.array_splits(images, labels))
+  assert run_setup.plan.last_batch_size == 8
+  mesh = sharding.make_mesh()
+  program = programs.for_run(config, run_setup.input_pipeline, mesh)
+  state = run_setup.train_state()
+  state = sharding.replicate(state.replace(step=jnp.asarray(1, jnp.int32)), mesh)
+  train = sharding.replicate((images, labels), mesh)
+  data = program.epoch_data(state, *train, run_setup.plan, [0])
+  result = loop.run_epoch(program, state, data)
+  assert result.complete and int(result.sums['count']) == 8
+  leaves = jax.tree.leaves(jax.device_get((result.state.params, result.sums)))
+  np.savez(f'{sys.argv[1]}/{i}.npz', devices=mesh.size, *leaves)
 '''
 
+CASES = [('configs.p2cnn.exp1', 'per_step'), ('configs.p2cnn.exp1', 'loop'),
+         ('tests.tiny_config', 'per_step')]
 
-def last_step(path, mode: str, config: str, env=None):
-  process = subprocess.run([sys.executable, '-c', LAST_STEP, str(path), mode, config], cwd=REPO,
-                           capture_output=True, text=True, timeout=600,
-                           env=with_env(env))
+
+def last_steps(folder, env=None):
+  """LAST_STEP of every case in one process: [(number of devices, arrays)] in CASES order."""
+  folder.mkdir()
+  process = subprocess.run(
+      [sys.executable, '-c', LAST_STEP, str(folder), *[a for case in CASES for a in case]],
+      cwd=REPO, capture_output=True, text=True, timeout=600, env=with_env(env))
   assert process.returncode == 0, process.stderr[-3000:]
-  with np.load(path) as saved:
-    return int(saved['devices']), [saved[f'arr_{i}'] for i in range(len(saved.files) - 1)]
+  results = []
+  for i in range(len(CASES)):
+    with np.load(folder / f'{i}.npz') as saved:
+      results.append((int(saved['devices']),
+                      [saved[f'arr_{j}'] for j in range(len(saved.files) - 1)]))
+  return results
 
 
-@pytest.mark.parametrize('config, mode', [('configs.p2cnn.exp1', 'per_step'),
-                                          ('configs.p2cnn.exp1', 'loop'),
-                                          ('tests.tiny_config', 'per_step')])
-def test_a_last_batch_of_8_on_16_devices_trains_like_one_device(tmp_path, config, mode):
-  devices, one = last_step(tmp_path / 'one.npz', mode, config)
+@pytest.fixture(scope='module')
+def one_and_sixteen(tmp_path_factory):
+  """Every case's last step on one device and on 16: case -> (one, sixteen)."""
+  folder = tmp_path_factory.mktemp('last_step')
+  return dict(zip(CASES, zip(last_steps(folder / 'one'), last_steps(folder / 'sixteen', SIXTEEN))))
+
+
+@pytest.mark.parametrize('config, mode', CASES)
+def test_a_last_batch_of_8_on_16_devices_trains_like_one_device(one_and_sixteen, config, mode):
+  (devices, one), (sixteen_devices, sixteen) = one_and_sixteen[config, mode]
   assert devices == 1
-  devices, sixteen = last_step(tmp_path / 'sixteen.npz', mode, config, SIXTEEN)
-  assert devices == 16
+  assert sixteen_devices == 16
   for a, b in zip(one, sixteen, strict=True):
     # Within 1e-5; 1e-6 absolute for the odd weight whose first Adam step divides two tiny
     # moments (every device computes the batch whole, with its own thread split of the sums).

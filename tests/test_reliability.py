@@ -2,10 +2,12 @@
 left behind (issue #15). Command-line mistakes are exit code 2 before any data loads; short data
 files are errors naming the file; a diverged state is never checkpointed."""
 
+import json
 import logging
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ from cifar_jax.data.cifar10 import DataError
 from cifar_jax.train import steps
 from cifar_jax.train import train_and_evaluate
 from tests import synthetic_cifar
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, forget_train_step_programs, tiny_config
 
 TINY = '--config=tests/tiny_config.py'
 # A data folder that does not exist: a config error must be reported before the data is looked for.
@@ -26,6 +28,60 @@ NO_DATA = '--config.data.dir=/nonexistent/cifar'
 def launch(*args, env=None):
   return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, capture_output=True,
                         text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+# Runs `python launch.py ARGS` for each argv list in the JSON file argv[1], each in a process of
+# its own forked from this one after the imports a config check needs (jax, cifar_jax: seconds
+# of CPU per process otherwise): launch.py itself runs as __main__ in the child, flags and all,
+# and the child's exit status, stdout and stderr are what `python launch.py` would give.
+# Writes [{'returncode', 'stdout', 'stderr'}, ...] to argv[2].
+LAUNCH_EACH = '''
+import json, os, runpy, sys, tempfile, threading, traceback
+import absl.app, ml_collections.config_flags, jax
+import cifar_jax.train, cifar_jax.train.checkpointing, cifar_jax.train.config_checks
+import cifar_jax.models.summary
+assert threading.active_count() == 1  # Nothing to fork mid-way.
+results = []
+for argv in json.load(open(sys.argv[1])):
+  out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+  pid = os.fork()
+  if pid == 0:  # The child: `python launch.py *argv`.
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    sys.argv = ['launch.py', *argv]
+    code = 0
+    try:
+      runpy.run_path('launch.py', run_name='__main__')
+    except SystemExit as e:  # As the interpreter exits: None is 0, a message is 1.
+      code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      if not isinstance(e.code, (int, type(None))):
+        print(e.code, file=sys.stderr)
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+      code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  _, status = os.waitpid(pid, 0)
+  texts = []
+  for f in (out, err):
+    f.seek(0)
+    texts.append(f.read().decode())
+  results.append({'returncode': os.waitstatus_to_exitcode(status), 'stdout': texts[0],
+                  'stderr': texts[1]})
+json.dump(results, open(sys.argv[2], 'w'))
+'''
+
+
+def launch_each(argvs, folder):
+  """`launch(*argv)` for each argv, as subprocess.CompletedProcess-like namespaces, from one
+  process that forks a child per argv (LAUNCH_EACH)."""
+  cases, outputs = folder / 'argvs.json', folder / 'results.json'
+  cases.write_text(json.dumps([list(argv) for argv in argvs]))
+  process = subprocess.run([sys.executable, '-c', LAUNCH_EACH, str(cases), str(outputs)],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert process.returncode == 0, process.stderr[-3000:]
+  return [types.SimpleNamespace(**r) for r in json.loads(outputs.read_text())]
 
 
 @pytest.fixture(scope='module')
@@ -78,19 +134,30 @@ CONFIG_MISTAKES = {
 }
 
 
+@pytest.fixture(scope='module')
+def mistake_runs(broken_configs, tmp_path_factory):
+  """Each CONFIG_MISTAKES case launched (launch_each): case -> (result, its workdir)."""
+  folder = tmp_path_factory.mktemp('mistakes')
+  names = sorted(CONFIG_MISTAKES)
+  argvs, workdirs = [], []
+  for i, name in enumerate(names):
+    args = [a.replace('{configs}', str(broken_configs)) for a in CONFIG_MISTAKES[name][0]]
+    workdirs.append(folder / f'run_{i}')
+    argvs.append([*args, NO_DATA, f'--workdir={workdirs[-1]}'])
+  return dict(zip(names, zip(launch_each(argvs, folder), workdirs)))
+
+
 @pytest.mark.parametrize('case', sorted(CONFIG_MISTAKES))
-def test_config_mistakes_are_one_error_line_and_exit_2_before_data_loads(case, broken_configs,
-                                                                         tmp_path):
-  args, message, hint = CONFIG_MISTAKES[case]
-  args = [a.replace('{configs}', str(broken_configs)) for a in args]
-  result = launch(*args, NO_DATA, f'--workdir={tmp_path / "run"}')
+def test_config_mistakes_are_one_error_line_and_exit_2_before_data_loads(case, mistake_runs):
+  _, message, hint = CONFIG_MISTAKES[case]
+  result, workdir = mistake_runs[case]
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2, result.stderr[-3000:]
   assert 'Traceback' not in result.stderr
   assert lines and lines[0].startswith('error: ') and message in lines[0], result.stderr
   assert len(lines) <= 2 and all(line.startswith('hint: ') for line in lines[1:]), result.stderr
   assert hint in result.stderr
-  assert not os.path.exists(tmp_path / 'run')  # Nothing was started.
+  assert not os.path.exists(workdir)  # Nothing was started.
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -156,13 +223,13 @@ def test_a_diverged_state_is_never_checkpointed(synthetic_dir, tmp_path, monkeyp
     return state.replace(params=params), dict(sums, loss=jnp.where(bad, jnp.nan, sums['loss']))
 
   monkeypatch.setattr(steps, 'train_step', diverging)
-  jax.clear_caches()  # The device loop traces train_step: drop programs traced before.
+  forget_train_step_programs()  # Programs traced before call the original.
   with pytest.raises(FloatingPointError,
                      match=r"at step 6 state\.params\[.*NaN or Inf.*last finite checkpoint "
                            r'\(step 3\)'):
     train_and_evaluate(config, str(tmp_path))
   monkeypatch.setattr(steps, 'train_step', original)
-  jax.clear_caches()
+  forget_train_step_programs()
   assert checkpoint_steps(str(tmp_path)) == [3]  # The every_steps save of step 6 was refused.
   assert checkpoint_steps(str(tmp_path), 'best') == []
 

@@ -21,7 +21,7 @@ from cifar_jax.train import evaluate_checkpoint, train_and_evaluate
 from cifar_jax.train import outputs
 from cifar_jax.train import replicas
 from cifar_jax.train import steps
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, forget_train_step_programs, tiny_config
 
 # 240 training examples in batches of 32: 8 steps per epoch; a checkpoint every 3 steps too.
 RUN_ARGS = ('--config=tests/tiny_config.py', '--config.train.epochs=3',
@@ -103,12 +103,12 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(synthetic_di
     return state, dict(sums, loss=jnp.where(state.step >= 11, jnp.nan, sums['loss']))
 
   monkeypatch.setattr(steps, 'train_step', poisoned)
-  jax.clear_caches()  # The device loop traces train_step: drop programs traced before.
+  forget_train_step_programs()  # Programs traced before call the original.
   with pytest.raises(FloatingPointError, match=r'epoch 2 .*step 11.*last good checkpoint \(step 8\)'):
     train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(str(tmp_path)) == [8]
   monkeypatch.setattr(steps, 'train_step', original)
-  jax.clear_caches()
+  forget_train_step_programs()
   results = train_and_evaluate(config, str(tmp_path))  # Resumes from epoch 1's checkpoint.
   assert results['epochs_run'] == 3
 

@@ -20,5 +20,6 @@ def get_config():
   c.train.batch_size = 32
   c.train.epochs = 2
   c.train.eval_batch_size = 50
+  c.checkpoint.every_epochs = 1  # The tests resume from, and count, every epoch's checkpoint.
   c.log.verbosity = 0
   return c

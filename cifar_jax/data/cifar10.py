@@ -67,7 +67,8 @@ class DataError(Exception):
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays has no single truth.
 class Cifar10:
-  """The whole dataset in memory, images HWC uint8 and labels int32 in 0..9."""
+  """The dataset in memory (all of it, or the first images of each split that a reader's
+  `limits` kept), images HWC uint8 and labels int32 in 0..9."""
   train_images: np.ndarray  # uint8 [N, 32, 32, 3]
   train_labels: np.ndarray  # int32 [N]
   test_images: np.ndarray   # uint8 [M, 32, 32, 3]
@@ -96,17 +97,23 @@ class Cifar10:
                       f'not {NUM_CLASSES}: {self.class_names}.')
 
 
-def read_binary_dir(path) -> Cifar10:
+# `limits` of the readers: (train, test) image counts to keep, the first of each split (None or
+# 0: all). Every record of every file is still read and checked; only the images kept are
+# converted to [N, 32, 32, 3] (a run of data.num_train_examples=300 copies 300 images, not 60,000).
+Limits = tuple[int | None, int | None] | None
+
+
+def read_binary_dir(path, limits: Limits = None) -> Cifar10:
   """Reads a `cifar-10-batches-bin` folder."""
-  return _read_folder(paths.as_path(path), _BINARY_LAYOUT)
+  return _read_folder(paths.as_path(path), _BINARY_LAYOUT, limits)
 
 
-def read_python_dir(path) -> Cifar10:
+def read_python_dir(path, limits: Limits = None) -> Cifar10:
   """Reads a `cifar-10-batches-py` folder of pickles, refusing anything but numpy arrays."""
-  return _read_folder(paths.as_path(path), _PYTHON_LAYOUT)
+  return _read_folder(paths.as_path(path), _PYTHON_LAYOUT, limits)
 
 
-def read_tarball(path) -> Cifar10:
+def read_tarball(path, limits: Limits = None) -> Cifar10:
   """Reads `cifar-10-binary.tar.gz` or `cifar-10-python.tar.gz` in memory; layout from contents."""
   path = paths.as_path(path)
   if not path.is_file():
@@ -124,7 +131,7 @@ def read_tarball(path) -> Cifar10:
       layout,
       read_member=lambda name: members.get(posixpath.join(folder, name)),
       describe=lambda name: f'{path}:{posixpath.join(folder, name)}',
-      source=f'{layout.name} tarball {path}')
+      source=f'{layout.name} tarball {path}', limits=limits)
 
 
 def folder_layout(path) -> str | None:
@@ -319,13 +326,13 @@ def _find_layout(paths: Collection[str]) -> tuple[_Layout, str] | None:
   return None
 
 
-def _read_folder(path: Path, layout: _Layout) -> Cifar10:
+def _read_folder(path: Path, layout: _Layout, limits: Limits = None) -> Cifar10:
   if not path.is_dir():
     raise DataError(f'CIFAR-10 {layout.name} folder {path} does not exist or is not a folder. '
                     f'Point to a folder holding {layout.describe()} (from {DOWNLOAD_URL}).')
   return _read_layout(layout, read_member=lambda name: _read_bytes_or_none(path / name),
                       describe=lambda name: str(path / name),
-                      source=f'{layout.name} folder {path}')
+                      source=f'{layout.name} folder {path}', limits=limits)
 
 
 def _read_bytes_or_none(path: Path) -> bytes | None:
@@ -355,7 +362,7 @@ def _read_cifar_members(path: Path) -> dict[str, bytes]:
 
 
 def _read_layout(layout: _Layout, read_member: Callable[[str], bytes | None],
-                 describe: Callable[[str], str], source: str) -> Cifar10:
+                 describe: Callable[[str], str], source: str, limits: Limits = None) -> Cifar10:
   """Reads, validates and assembles the batches of one copy.
 
   Args:
@@ -363,6 +370,7 @@ def _read_layout(layout: _Layout, read_member: Callable[[str], bytes | None],
     read_member: file name -> its bytes, or None when it is missing.
     describe: file name -> how error messages name it.
     source: human-readable origin recorded in the result.
+    limits: (train, test) images to keep (see `Limits`).
   """
   buffers = {name: read_member(name) for name in layout.batch_files}
   missing = [describe(name) for name, buffer in buffers.items() if buffer is None]
@@ -377,11 +385,12 @@ def _read_layout(layout: _Layout, read_member: Callable[[str], bytes | None],
                         len(buffers[name]) if layout is _BINARY_LAYOUT else None)
   train = [batches[name] for name in layout.train_files]
   test_images, test_labels = batches[layout.test_file]
+  num_train, num_test = limits or (None, None)
   return Cifar10(
-      train_images=_to_hwc([images for images, _ in train]),
-      train_labels=np.concatenate([labels for _, labels in train]),
-      test_images=_to_hwc([test_images]),
-      test_labels=test_labels,
+      train_images=_to_hwc([images for images, _ in train], num_train),
+      train_labels=np.concatenate([labels for _, labels in train])[:num_train or None],
+      test_images=_to_hwc([test_images], num_test),
+      test_labels=test_labels[:num_test or None],
       class_names=_read_class_names(layout, read_member, describe),
       source=source)
 
@@ -397,14 +406,17 @@ def _read_class_names(layout: _Layout, read_member: Callable[[str], bytes | None
   return layout.parse_meta(buffer, describe(layout.meta_file))
 
 
-def _to_hwc(chw_batches: Sequence[np.ndarray]) -> np.ndarray:
-  """Concatenates [n, 3, 32, 32] batches into one C-contiguous [N, 32, 32, 3] array."""
+def _to_hwc(chw_batches: Sequence[np.ndarray], limit: int | None = None) -> np.ndarray:
+  """Concatenates [n, 3, 32, 32] batches into one C-contiguous [N, 32, 32, 3] array (its first
+  `limit` images, if set)."""
   # One copy into a preallocated array (np.concatenate would keep the inputs' channel-first
   # memory order), channel by channel: each inner copy loop then spans a whole 1024-pixel plane,
   # about 3x faster than a single transposed copy whose innermost loop has 3 elements.
-  out = np.empty((sum(len(b) for b in chw_batches),) + IMAGE_SHAPE, dtype=np.uint8)
+  total = sum(len(b) for b in chw_batches)
+  out = np.empty((min(limit or total, total),) + IMAGE_SHAPE, dtype=np.uint8)
   start = 0
   for batch in chw_batches:
+    batch = batch[:len(out) - start]
     rows = out[start:start + len(batch)]
     for channel in range(IMAGE_SHAPE[-1]):
       rows[..., channel] = batch[:, channel]

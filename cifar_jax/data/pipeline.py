@@ -55,7 +55,10 @@ def validation_size(num_examples: int, num_validation: int, validation_split: fl
 
 def make_splits(data_config) -> Splits:
   """Loads CIFAR-10 as `data_config` says and carves the validation split off the end."""
-  dataset = sources.load_cifar10(data_config.dir, download=data_config.download)
+  # Only the images the run keeps are converted (every file is still read and checked).
+  dataset = sources.load_cifar10(data_config.dir, download=data_config.download,
+                                 limits=(data_config.num_train_examples or None,
+                                         data_config.num_test_examples or None))
   train_images, train_labels = dataset.train_images, dataset.train_labels
   test_images, test_labels = dataset.test_images, dataset.test_labels
   if data_config.num_train_examples:

@@ -42,7 +42,8 @@ class _Candidate:
   read: Callable[[Path], Cifar10]
 
 
-def load_cifar10(data_dir: str = '', download: bool = True) -> Cifar10:
+def load_cifar10(data_dir: str = '', download: bool = True,
+                 limits: cifar10.Limits = None) -> Cifar10:
   """Reads CIFAR-10 from the first place that has it (see the module docstring).
 
   Args:
@@ -50,6 +51,8 @@ def load_cifar10(data_dir: str = '', download: bool = True) -> Cifar10:
       or a tarball. Empty: $CIFAR10_DIR, then the caches.
     download: whether the official tarball may be downloaded (into the Keras cache) when no
       local copy is found.
+    limits: (train, test) images to keep, the first of each split (cifar10.Limits); every
+      file is still read and checked whole.
 
   Returns:
     The dataset, with `source` saying where it came from.
@@ -59,9 +62,9 @@ def load_cifar10(data_dir: str = '', download: bool = True) -> Cifar10:
   """
   explicit_path, origin = _explicit_location(data_dir)
   if explicit_path:
-    ds = _load_explicit(explicit_path, origin)
+    ds = _load_explicit(explicit_path, origin, limits)
   else:
-    ds = _search_caches(download)
+    ds = _search_caches(download, limits)
   logger.info('CIFAR-10 from %s: %d train and %d test images, %d classes.', ds.source,
               len(ds.train_labels), len(ds.test_labels), len(ds.class_names))
   return ds
@@ -77,17 +80,17 @@ def _explicit_location(data_dir: str) -> tuple[str, str]:
   return '', ''
 
 
-def _load_explicit(path_text: str, origin: str) -> Cifar10:
+def _load_explicit(path_text: str, origin: str, limits: cifar10.Limits = None) -> Cifar10:
   path = paths.as_path(path_text).expanduser()  # gs:// URLs too (cifar_jax.paths).
   if path.is_file():
-    return cifar10.read_tarball(path)
+    return cifar10.read_tarball(path, limits)
   if not path.is_dir():
     raise DataError(f'{origin} is {path_text!r}, which does not exist. {_HOW_TO_PROVIDE}')
   candidates = _candidates_in(path)
   for candidate in candidates:
     if candidate.path.exists():
       # Read errors propagate: the user pointed here, so a broken copy must not be skipped.
-      return candidate.read(candidate.path)
+      return candidate.read(candidate.path, limits)
   looked_for = ', '.join(str(c.path) for c in candidates)
   raise DataError(
       f'{origin} is {path_text!r}, which holds no CIFAR-10: neither the batch files themselves '
@@ -121,7 +124,7 @@ def _keras_cache_candidates() -> list[_Candidate]:
   ]
 
 
-def _search_caches(download: bool) -> Cifar10:
+def _search_caches(download: bool, limits: cifar10.Limits = None) -> Cifar10:
   failures = [f'data_dir (--config.data.dir) and ${ENV_VAR}: not set']
   unreadable = {}  # Path -> identity of the unreadable file there, which a download may replace.
   for candidate in _keras_cache_candidates():
@@ -129,7 +132,7 @@ def _search_caches(download: bool) -> Cifar10:
       failures.append(f'{candidate.path}: not found')
       continue
     try:
-      return candidate.read(candidate.path)
+      return candidate.read(candidate.path, limits)
     except DataError as e:
       # A broken cache is worth a warning, not a stop: a later place may still have the data.
       logger.warning('Skipping the Keras cache at %s: %s', candidate.path, e)
@@ -154,7 +157,7 @@ def _search_caches(download: bool) -> Cifar10:
   else:
     logger.info('No local CIFAR-10 found; trying a %s.', download_place)
     try:
-      return cifar10.read_tarball(downloads.fetch(dest, stale=unreadable.get(dest)))
+      return cifar10.read_tarball(downloads.fetch(dest, stale=unreadable.get(dest)), limits)
     except DataError as e:
       failures.append(f'{download_place}: failed: {e}')
 

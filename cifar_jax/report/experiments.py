@@ -10,17 +10,18 @@ test accuracy, ours as mean ± sample std over the seeds recorded for the config
 (records.choose_records), the difference, epochs, and where the report printed Keras's fit log
 (report_logs.py), the validation accuracy at its last logged epoch and the mean absolute
 difference per epoch. The README holds the table between two markers; a test checks it matches.
+Workdirs, record files and --results may be gs:// URLs (cifar_jax.paths): `add
+gs://BUCKET/zoo/exp11/seed0` records a run where a TPU VM wrote it.
 """
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from cifar_jax import paths
 from cifar_jax import zoo
 from cifar_jax.report import records as records_lib
 from cifar_jax.report import report_logs
@@ -134,11 +135,10 @@ def histories_for(target: str, results_dir: str) -> list[tuple[str, str, list[di
   Raises:
     records_lib.RecordError: nothing found.
   """
-  if target.endswith('.json') and os.path.isfile(target):
-    with open(target) as f:
-      record = json.load(f)
+  if target.endswith('.json') and paths.isfile(target):
+    record = json.loads(paths.read_text(target))
     return [(target, record['config'], records_lib.history_rows(record))]
-  if os.path.isdir(target):
+  if paths.isdir(target):
     found = []
     for run_dir in records_lib.seed_run_dirs(target):
       try:
@@ -198,9 +198,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def check_paths(args: argparse.Namespace) -> None:
+  """A gs:// argument without gcsfs fails here, before any record is read or written.
+
+  Raises:
+    paths.MissingExtraError: naming the path and the install command.
+  """
+  for path in [args.results, *getattr(args, 'workdirs', []), *getattr(args, 'targets', []),
+               getattr(args, 'readme', '')]:
+    paths.check_usable(path)
+
+
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
   try:
+    check_paths(args)
     if args.command == 'add':
       failed = 0
       for workdir in args.workdirs:  # Each on its own: an unfinished run spares the others.
@@ -221,14 +233,14 @@ def main(argv: Sequence[str]) -> int:
       if not args.readme:
         print(block)
       elif args.check:
-        same = current_readme_block(Path(args.readme).read_text()) == block
+        same = current_readme_block(paths.read_text(args.readme)) == block
         print(f'{args.readme}: results block {"is up to date" if same else "differs"}')
         return 0 if same else 1
       else:
-        text = replace_readme_block(Path(args.readme).read_text(), block)
-        Path(args.readme).write_text(text)
+        text = replace_readme_block(paths.read_text(args.readme), block)
+        paths.write_text(args.readme, text)
         print(args.readme)
-  except (records_lib.RecordError, OSError) as e:
+  except (records_lib.RecordError, OSError, paths.MissingExtraError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

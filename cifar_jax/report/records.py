@@ -10,6 +10,8 @@ came out (test accuracy and loss, best validation accuracy and epoch, epochs run
 stopped, train time, the per-epoch history). Everything comes from the files a run writes plus
 the provenance.json its launcher wrote before it started (cifar_jax.zoo writes one; a
 num_seeds run's seed_<i>/ folders share their parent's). Records hold no machine paths.
+Workdirs, their data and the records folder may be local or gs:// (cifar_jax.paths), so the
+records of a pod's runs are made from the bucket, where the runs wrote them.
 
 The config hash covers what changes the computation: config.json without the seed, where data
 and checkpoints live, logging, the dispatch size and the report's name and numbers (a record
@@ -43,7 +45,10 @@ NOT_IN_HASH = results.NOT_THE_EXPERIMENT + ('name', 'report', 'reported_test_acc
 # 10,000 images need 4 decimals, over 40,000 six.
 HISTORY_DIGITS = {'epoch': None, 'loss': 6, 'accuracy': 6, 'val_loss': 6, 'val_accuracy': 6,
                   'learning_rate': 6, 'time': 4}
-_SOURCE_PATH = re.compile(r'^(?P<kind>.*?\b(?:folder|tarball|in)) (?P<path>/.*)$')
+# results.json's data_source: '<layout> folder|tarball <path>' or 'TFDS cifar10 in <path>', the
+# path absolute or a gs:// URL.
+_SOURCE_PATH = re.compile(
+    r'^(?P<kind>.*?\b(?:folder|tarball|in)) (?P<path>(?:/|[a-zA-Z][a-zA-Z0-9+.-]*://).*)$')
 
 
 class RecordError(ValueError):
@@ -96,35 +101,46 @@ def _base_config() -> dict[str, Any]:
 
 
 def relative_source(source: str) -> str:
-  """results.json's data_source without the machine's folders: 'binary folder
-  /x/y/cifar10-jpeg/cifar-10-batches-bin' -> 'binary folder cifar10-jpeg/cifar-10-batches-bin'."""
+  """results.json's data_source without the machine's folders or the bucket: 'binary folder
+  /x/y/cifar10-jpeg/cifar-10-batches-bin' (or gs://bucket/x/cifar10-jpeg/...) -> 'binary folder
+  cifar10-jpeg/cifar-10-batches-bin'."""
   match = _SOURCE_PATH.match(source or '')
   if not match:
     return source
-  parts = Path(match['path']).parts
+  parts = [part for part in re.sub(r'^[^/]*://', '', match['path']).split('/') if part]
   return f'{match["kind"]} {"/".join(parts[-2:])}'
 
 
 def data_checksum(path: str) -> str:
   """sha256 over the files the run read: a tarball, or a folder's files in name order (each
   file's name and content digest), so one data set has one checksum wherever it lives."""
-  files = [path] if os.path.isfile(path) else [
-      os.path.join(path, name) for name in sorted(os.listdir(path))
-      if os.path.isfile(os.path.join(path, name))]
+  is_file = paths.isfile(path)
+  files = [path] if is_file else [
+      paths.join(path, name) for name in paths.listdir(path)
+      if paths.isfile(paths.join(path, name))]
   # The zoo records many runs of one data set: hash it once, unless a file changed.
-  stamps = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
-  return _checksum_of(path, stamps)
+  stamps = tuple((f, *_size_and_mtime(f)) for f in files)
+  return _checksum_of(path, is_file, stamps)
+
+
+def _size_and_mtime(file: str) -> tuple[int, int]:
+  """What tells a changed file from the one hashed before (an object's upload time on gs://)."""
+  if paths.is_url(file):
+    stat = paths.epath(file).stat()
+    return stat.length, stat.mtime
+  stat = os.stat(file)
+  return stat.st_size, stat.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=8)
 
 
-def _checksum_of(path: str, stamps: tuple) -> str:
-  if os.path.isfile(path):
+def _checksum_of(path: str, is_file: bool, stamps: tuple) -> str:
+  if is_file:
     return 'sha256:' + paths.file_digest(path)
   digest = hashlib.sha256()
   for file, _, _ in stamps:
-    digest.update(f'{os.path.basename(file)}\0{paths.file_digest(file)}\n'.encode())
+    digest.update(f'{paths.name(file)}\0{paths.file_digest(file)}\n'.encode())
   return 'sha256:' + digest.hexdigest()
 
 
@@ -136,21 +152,20 @@ def read_provenance(workdir: str) -> dict[str, Any]:
   Raises:
     RecordError: neither exists.
   """
-  for folder in (workdir, os.path.dirname(os.path.normpath(workdir))):
-    path = os.path.join(folder, 'provenance.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+  for folder in (workdir, paths.parent(workdir)):
+    path = paths.join(folder, 'provenance.json')
+    if paths.exists(path):
+      return json.loads(paths.read_text(path))
   raise RecordError(f'{workdir}: no provenance.json (the commit it ran): run it with '
                     '`python -m cifar_jax.zoo`, which writes one before it starts')
 
 
 def seed_run_dirs(workdir: str) -> list[str]:
   """A num_seeds workdir's seed_<i> folders (in seed order), else [workdir]."""
-  if os.path.exists(os.path.join(workdir, 'history.json')):
+  if paths.exists(paths.join(workdir, 'history.json')):
     return [workdir]
-  seeds = [name for name in os.listdir(workdir) if re.fullmatch(r'seed_\d+', name)]
-  return [os.path.join(workdir, name) for name in sorted(seeds, key=lambda n: int(n[5:]))] or [
+  seeds = [name for name in paths.listdir(workdir) if re.fullmatch(r'seed_\d+', name)]
+  return [paths.join(workdir, name) for name in sorted(seeds, key=lambda n: int(n[5:]))] or [
       workdir]
 
 
@@ -161,7 +176,7 @@ def build_records(workdir: str, allow_dirty: bool = False) -> list[dict[str, Any
     RecordError: the run is unfinished or unreadable, has no provenance, ran from a dirty tree
       (unless allow_dirty), or its data cannot be found for the checksum.
   """
-  if not os.path.isdir(workdir):
+  if not paths.isdir(workdir):
     raise RecordError(f'{workdir}: no such folder')
   provenance = read_provenance(workdir)
   if provenance.get('dirty') and not allow_dirty:
@@ -230,7 +245,7 @@ def _overrides(overrides) -> list[str]:
 
 def _checksum(run_dir: str, source: str) -> str:
   match = _SOURCE_PATH.match(source or '')
-  if not match or not os.path.exists(match['path']):
+  if not match or not paths.exists(match['path']):
     raise RecordError(f'{run_dir}: cannot checksum its data: results.json data_source '
                       f'{source!r} names no file here (build the record where the run read it)')
   return data_checksum(match['path'])
@@ -256,29 +271,35 @@ def record_path(results_dir: str, record: dict[str, Any]) -> str:
   folder = record['config'].replace('/', '_')
   commit = (record['commit'] or 'nocommit')[:10] + ('-dirty' if record['dirty'] else '')
   name = f'seed{record["seed"]}-{commit}-{record["config_hash"][:8]}.json'
-  return os.path.join(results_dir, folder, name)
+  return paths.join(results_dir, folder, name)
 
 
 def write_record(results_dir: str, record: dict[str, Any]) -> str:
+  """Writes the record (local: atomically; gs://: one object) and returns its path."""
   path = record_path(results_dir, record)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  paths.makedirs(paths.parent(path))
   body = {k: v for k, v in record.items() if k not in ('settings', 'history')}
   # The settings on one line and a line per history column keep the file short.
   history = ',\n'.join(f'    {json.dumps(k)}: {json.dumps(v)}'
                        for k, v in record['history'].items())
   text = (json.dumps(body, indent=2)[:-2] + f',\n  "settings": {json.dumps(record["settings"])}'
           f',\n  "history": {{\n{history}\n  }}\n}}\n')
-  with open(f'{path}.tmp', 'w') as f:
-    f.write(text)
-  os.replace(f'{path}.tmp', path)
+  paths.write_text(path, text)
   return path
 
 
 def load_records(results_dir: str) -> list[dict[str, Any]]:
+  """Every record in `results_dir` (<config>/<record>.json), in path order; none if it does not
+  exist yet (a first zoo run)."""
+  if not paths.isdir(results_dir):
+    return []
   found = []
-  for path in sorted(Path(results_dir).glob('*/*.json')):
-    with open(path) as f:
-      found.append(json.load(f))
+  for folder in paths.listdir(results_dir):  # (Hidden names skipped, as a glob would.)
+    if folder.startswith('.') or not paths.isdir(paths.join(results_dir, folder)):
+      continue
+    for name in paths.listdir(paths.join(results_dir, folder)):
+      if name.endswith('.json') and not name.startswith('.'):
+        found.append(json.loads(paths.read_text(paths.join(results_dir, folder, name))))
   return found
 
 

@@ -21,11 +21,17 @@ def checkpoint_steps(workdir) -> list[int]:
 
 
 def final_state(workdir):
-  """The newest latest checkpoint's TrainState, as the nested dict orbax restores."""
+  """The newest latest checkpoint's TrainState, as the nested dict orbax restores, on this
+  process's first device (whatever devices or processes wrote it)."""
+  import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step = checkpoint_steps(workdir)[-1]
-  return ocp.PyTreeCheckpointer().restore(
-      paths.join(workdir, 'checkpoints', 'latest', str(step), 'state'))
+  path = paths.join(workdir, 'checkpoints', 'latest', str(step), 'state')
+  checkpointer = ocp.StandardCheckpointer()
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  tree = checkpointer.metadata(path).item_metadata.tree
+  return checkpointer.restore(path, jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here), tree))
 
 
 def run_outcome(workdir, with_state: bool = True) -> dict:

@@ -1,7 +1,8 @@
 """Checkpoints of a run, with orbax, in <workdir>/checkpoints/:
 
-  latest/  the last two saves (end of every epoch, and every `checkpoint.every_steps` steps),
-           each holding the TrainState, the host-side run state (epoch, history, callback
+  latest/  the last two saves (at epoch ends by checkpoint.every_epochs / every_minutes, at
+           the run's end, on a stop request, and every `checkpoint.every_steps` steps), each
+           holding the TrainState, the host-side run state (epoch, history, callback
            states, metric sums of an unfinished epoch) as JSON, and the EarlyStopping weight
            snapshots. Two are kept so that a corrupt newest one falls back to the one before.
   best/    the TrainState of the best epoch by `checkpoint.monitor` (Keras ModelCheckpoint
@@ -35,13 +36,15 @@ from cifar_jax import paths as fs  # (`paths` is a local name below)
 log = logging.getLogger(__name__)
 
 # Config values that may change between a run and its resumption.
-RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_steps',
+RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_',
                      'train.steps_per_dispatch', 'train.device_loop')
 # Keys added to the config after runs were saved, with the value those runs implicitly had, so
 # that a workdir from an earlier version still resumes.
 # model.matmul_precision: runs before it were CPU runs, whose float32 arithmetic is 'highest'.
+# checkpoint.every_epochs/every_minutes: runs before them saved the latest every epoch.
 ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None,
-              'model.matmul_precision': 'highest'}
+              'model.matmul_precision': 'highest', 'checkpoint.every_epochs': 1,
+              'checkpoint.every_minutes': 0.0}
 
 
 class CheckpointError(RuntimeError):
@@ -150,15 +153,24 @@ class Checkpointer:
 
   def __init__(self, workdir: str):
     self.directory = fs.join(fs.absolute(workdir), 'checkpoints')
-    # Asynchronous saves on one process; synchronous across processes, where an async save's
-    # commit barrier was seen to hang at exit (one process closing while another still waited).
-    asynchronous = jax.process_count() == 1
-    options = lambda keep: ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
+    # Saves are asynchronous on any number of processes: a save blocks the loop only while it
+    # copies the arrays off the device; a thread writes them. Across processes each save ends
+    # in barriers of the jax coordination service whose names orbax fixes per manager (plus the
+    # step), and the service refuses a second wait on a barrier that one process is already
+    # waiting at ("Barrier _async_commit_complete.8 is already ongoing"): latest's and best's
+    # background commits of one step collided, one process failed its save while the others
+    # waited for it, and the run hung at exit. So each manager's barriers get their own prefix,
+    # the same on every process (the folder's name: its absolute path may differ by host).
+    name = os.path.basename(fs.absolute(workdir).rstrip('/')) or 'run'
+    options = lambda keep, kind: ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=f'cifar_jax.{name}.{kind}'))
     try:
       self.latest = ocp.CheckpointManager(os.path.join(self.directory, 'latest'),
-                                          options=options(2))
-      self.best = ocp.CheckpointManager(os.path.join(self.directory, 'best'), options=options(1))
+                                          options=options(2, 'latest'))
+      self.best = ocp.CheckpointManager(os.path.join(self.directory, 'best'),
+                                        options=options(1, 'best'))
     except OSError as e:
       raise CheckpointError(f'cannot create checkpoint folders in {self.directory}: {e}. '
                             'Choose a writable --workdir.') from e

@@ -126,8 +126,10 @@ def _check_callbacks(config) -> None:
   _as_config_error(callbacks_lib.make_callbacks, config.callbacks)
   _as_config_error(callbacks_lib.ModelCheckpointMonitor, config.checkpoint.monitor,
                    config.checkpoint.mode)
-  _require(config.checkpoint.every_steps >= 0,
-           f'checkpoint.every_steps={config.checkpoint.every_steps} must be >= 0')
+  for key in ('every_steps', 'every_epochs', 'every_minutes'):
+    value = config.checkpoint[key]
+    _require(value >= 0 and math.isfinite(value),
+             f'checkpoint.{key}={value} must be a finite number >= 0 (0: off)')
   # What an epoch logs; a monitor of anything else would never fire (or fail after an epoch).
   _, n_val, _ = split_sizes(config.data)
   logged = ['loss', 'accuracy'] + (['val_loss', 'val_accuracy'] if n_val else []) + [
@@ -149,20 +151,28 @@ def _check_callbacks(config) -> None:
     _choice(key, monitor, logged)
 
 
+# model configs whose check passed in this process: launch.py checks a config before the data
+# loads and the run's setup checks it again (as it does for research scripts); one trace will do.
+_MODELS_CHECKED = set()
+
+
 def _check_model(config) -> None:
   """Builds the model and, for a layer stack, traces its init abstractly (no compile, no
   device): an unknown layer type or argument in model.layers fails here. Transfer backbones
   are left to the run (tracing DenseNet takes seconds)."""
-  model = _as_config_error(create_model, config.model)
-  if config.model.name != 'layer_stack':
+  key = config.model.to_json_best_effort(sort_keys=True)
+  if key in _MODELS_CHECKED:
     return
-  x = jax.ShapeDtypeStruct((1, *config.model.input_shape), jnp.float32)
+  model = _as_config_error(create_model, config.model)
+  if config.model.name == 'layer_stack':
+    x = jax.ShapeDtypeStruct((1, *config.model.input_shape), jnp.float32)
 
-  def init(images):
-    rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
-    return model.init(rngs, images, train=False)
+    def init(images):
+      rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+      return model.init(rngs, images, train=False)
 
-  _as_config_error(jax.eval_shape, init, x)
+    _as_config_error(jax.eval_shape, init, x)
+  _MODELS_CHECKED.add(key)
 
 
 def check_config(config) -> None:

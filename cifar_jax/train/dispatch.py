@@ -8,6 +8,10 @@ responsive. By default a chunk aims at about a second of device time.
 
 With train.device_loop a chunk is one dispatch (an on-device loop, steps.loop_steps), so the
 host's cost per chunk is one program launch, however many steps it runs.
+
+Each process times its own device, so on several processes the sizers' choices differ; every
+process runs process 0's (host_agreement.agree in run_epoch): a chunk's steps are collectives,
+and a device loop's trip count must be the same everywhere.
 """
 
 import time

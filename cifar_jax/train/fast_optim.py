@@ -11,7 +11,9 @@ semantics where Keras has none; optimizers.py builds them from config.optim.
 * `lookahead_ema` (optim.lookahead): every `every` steps the weights move to an EMA of
   themselves, ema <- ema + (1 - d_t)*(p - ema); p <- ema, with d_t = decay**every*(t/T)**power,
   and at step T the EMA is copied into the weights (airbench's LookaheadState), as an optax
-  transformation, so the train step does not change.
+  transformation. airbench averages its whole state_dict, BatchNorm's running mean and variance
+  too: `init_state` gives the lookahead a copy of the statistics and the train step passes its
+  new ones through `average_stats`, which applies the decision the weights just took.
 
 In optimizers.py, with the Keras schedules: the 'triangular' schedule (linear from
 initial_fraction*lr up to lr at pct_start of the steps, then down to alpha*lr at the last step:
@@ -159,6 +161,11 @@ def param_group_scaling(groups: list[dict], steps_per_epoch: int
 class LookaheadState(NamedTuple):
   count: jax.Array  # Updates done, int32.
   ema: optax.Params
+  # The last update's decision, for the BatchNorm statistics (average_stats): the EMA's weight
+  # 1 - d_t where it averaged, else 0, and whether the weights then took the EMA.
+  weight: jax.Array
+  took_ema: jax.Array
+  stats_ema: Any = None  # The statistics' EMA (init_state), or None: the weights' only.
 
 
 def lookahead_decay(step, every: int, decay: float, power: float, total_steps: int):
@@ -183,14 +190,15 @@ def lookahead_ema(every: int, decay: float, power: float, total_steps: int
                      f'{total_steps}')
 
   def init_fn(params):
-    return LookaheadState(count=jnp.zeros([], jnp.int32), ema=jax.tree.map(jnp.array, params))
+    return LookaheadState(count=jnp.zeros([], jnp.int32), ema=jax.tree.map(jnp.array, params),
+                          weight=jnp.zeros([], jnp.float32), took_ema=jnp.zeros([], bool))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError('lookahead_ema needs `params` in update().')
     count = optax.safe_increment(state.count)
     average = count % every == 0
-    weight = 1 - lookahead_decay(count, every, decay, power, total_steps)
+    weight = jnp.where(average, 1 - lookahead_decay(count, every, decay, power, total_steps), 0.0)
     take_ema = average | (count == total_steps)
 
     def average_into(p, u, e):
@@ -199,6 +207,41 @@ def lookahead_ema(every: int, decay: float, power: float, total_steps: int
     ema = jax.tree.map(average_into, params, updates, state.ema)
     # Steps that do not take the EMA keep the inner update as it is, bit for bit.
     updates = jax.tree.map(lambda p, u, e: jnp.where(take_ema, e - p, u), params, updates, ema)
-    return updates, LookaheadState(count=count, ema=ema)
+    return updates, state._replace(count=count, ema=ema, weight=weight, took_ema=take_ema)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_lookahead(x) -> bool:
+  return isinstance(x, LookaheadState)
+
+
+def init_state(tx: optax.GradientTransformation, params, batch_stats):
+  """tx.init(params), its lookahead (if any) also holding a copy of BatchNorm's statistics to
+  average as airbench's LookaheadState does. Every optimizer state of a run is made so."""
+  return with_stats(tx.init(params), batch_stats)
+
+
+def with_stats(opt_state, batch_stats):
+  """`opt_state` whose lookahead (if any) holds a copy of `batch_stats` to average."""
+  if not jax.tree.leaves(batch_stats):
+    return opt_state
+  return jax.tree.map(
+      lambda x: x._replace(stats_ema=jax.tree.map(jnp.array, batch_stats))
+      if _is_lookahead(x) else x, opt_state, is_leaf=_is_lookahead)
+
+
+def average_stats(opt_state, batch_stats):
+  """(opt_state, batch_stats) after the lookahead's last decision applied to the statistics:
+  the EMA moves toward the new statistics where the weights' did, and the statistics take the
+  EMA where the weights did. Unchanged (the same objects) without a lookahead holding them."""
+  found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_lookahead)
+           if _is_lookahead(x) and x.stats_ema is not None]
+  if not found:
+    return opt_state, batch_stats
+  (state,) = found
+  ema = jax.tree.map(lambda s, e: e + state.weight.astype(e.dtype) * (s - e),
+                     batch_stats, state.stats_ema)
+  stats = jax.tree.map(lambda s, e: jnp.where(state.took_ema, e, s), batch_stats, ema)
+  new = state._replace(stats_ema=ema)
+  return jax.tree.map(lambda x: new if x is state else x, opt_state, is_leaf=_is_lookahead), stats

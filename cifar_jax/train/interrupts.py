@@ -1,5 +1,9 @@
 """SIGTERM/SIGINT handling: the first signal asks the loop to stop after the current step and
-save a checkpoint; a second one exits at once."""
+save a checkpoint; a second one exits at once.
+
+The request is this process's own; on several processes the loop acts on it only once every
+process has agreed to stop at the same step (host_agreement.agree, at each chunk boundary), so
+a signal to one host stops them all after the same step, with one consistent checkpoint."""
 
 import contextlib
 import os
@@ -11,7 +15,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
-  """Set by a signal handler; read by the loop after each step (a plain host flag, no sync)."""
+  """Set by a signal handler; read by the loop between chunks of steps (a plain host flag)."""
 
   def __init__(self):
     self.signal_name = None
@@ -19,6 +23,13 @@ class StopRequest:
   @property
   def requested(self) -> bool:
     return self.signal_name is not None
+
+
+def requested_signal(request) -> int:
+  """The number of the signal that set `request` (a StopRequest, or None), 0 if none did."""
+  if request is None or not request.requested:
+    return 0
+  return int(signal.Signals[request.signal_name])
 
 
 class Interrupted(Exception):

@@ -16,6 +16,7 @@ of their own already live elsewhere (setup.py, replicas.py, programs.py, checkpo
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,9 @@ from cifar_jax import paths
 from cifar_jax.data import pipeline
 from cifar_jax.train import checkpointing
 from cifar_jax.train import dispatch
+from cifar_jax.train import fast_optim
 from cifar_jax.train import freezing
+from cifar_jax.train import host_agreement
 from cifar_jax.train import interrupts
 from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
@@ -55,6 +58,7 @@ class EpochResult:
   step: int  # The (training replicas') step reached.
   complete: bool  # The epoch's last step ran.
   stop_requested: bool = False
+  stop_reason: str = ''  # host_agreement.Decision.stop_reason(): the same on every process.
 
 
 def run_epoch(program, state, data: programs.EpochData, *, sums=None, until: int = 0,
@@ -66,6 +70,8 @@ def run_epoch(program, state, data: programs.EpochData, *, sums=None, until: int
   The steps are dispatched in chunks without waiting for the device (`sizer` picks how many
   steps a chunk has; none of the results depend on it); before each chunk the host checks for
   a stop request, after it it updates the progress bar. `sums` continues the epoch's sums.
+  On several processes both choices are agreed before each chunk (host_agreement): all stop
+  after the same step if any was asked to, and all run process 0's chunk length.
   """
   plan = data.plan
   sizer = sizer or dispatch.DispatchSizer()
@@ -79,15 +85,18 @@ def run_epoch(program, state, data: programs.EpochData, *, sums=None, until: int
   full_batches_end = epoch_end - (plan.last_batch_size != plan.batch_size)
   first_nonfinite = None
   while step < until:
-    if stop_request is not None and stop_request.requested:
-      return EpochResult(state, sums, first_nonfinite, step, False, stop_requested=True)
     boundary = full_batches_end if step < full_batches_end else epoch_end
     batch_size = plan.batch_size if step < full_batches_end else plan.last_batch_size
+    decision = host_agreement.agree(num_steps=sizer.next_steps(min(boundary, until) - step),
+                                    stop_signal=interrupts.requested_signal(stop_request))
+    if decision.stop:
+      return EpochResult(state, sums, first_nonfinite, step, False, stop_requested=True,
+                         stop_reason=decision.stop_reason())
 
     def run_steps(num_steps, state=state, sums=sums, batch_size=batch_size):
       return program.train(state, data, sums, num_steps, batch_size)
 
-    num_steps = sizer.next_steps(min(boundary, until) - step)
+    num_steps = decision.num_steps
     state, sums, bad_step = sizer.run(run_steps, num_steps)
     if first_nonfinite is None and int(bad_step) >= 0:
       first_nonfinite = int(bad_step)
@@ -137,7 +146,8 @@ class Run:
     """`state` for the next fine-tuning phase: new freezing and LR, same weights (Keras:
     recompile, fit again)."""
     model, tx = self.setup.model_and_tx(phase)
-    opt_state = jax.jit(tx.init)(state.params)
+    opt_state = jax.jit(functools.partial(fast_optim.init_state, tx))(state.params,
+                                                                    state.batch_stats)
     return state.replace(apply_fn=model.apply, tx=tx, opt_state=opt_state)
 
   def _phase_of(self, host) -> freezing.Phase:
@@ -184,6 +194,7 @@ class Run:
   def _save_latest(self, partial_sums=None) -> None:
     if self.checkpointer is None:
       return
+    self._last_save = (self.record.epoch, time.perf_counter())
     for replica in self.replicas:
       replica.record.callbacks = replica.callbacks.state_dict()
     self.record.snapshot_names = sorted(self.snapshots)
@@ -193,6 +204,24 @@ class Run:
     host = replicas_lib.host_state(self.record, [r.record for r in self.replicas])
     self.checkpointer.save_latest(max(self.program.steps(self.state)), self.state, host,
                                   self.snapshots)
+
+  def _epoch_end_save_due(self) -> bool:
+    """Whether the epoch that just ended saves the latest checkpoint: always at the run's end
+    (its last epoch, every replica stopped early, or train.max_steps); else once
+    checkpoint.every_epochs epochs or checkpoint.every_minutes minutes have passed since the
+    last save (0: that trigger off). Minutes are process 0's, agreed by every process, so that
+    all save the same epochs."""
+    every, max_steps = self.config.checkpoint, self.config.train.max_steps
+    if self.checkpointer is None:
+      return False
+    if self.done or (max_steps and max(self.program.steps(self.state)) >= max_steps):
+      return True
+    epoch, when = self._last_save
+    due = bool(every.every_epochs and self.record.epoch - epoch >= every.every_epochs)
+    if every.every_minutes:  # A clock: the processes' ones differ.
+      due = host_agreement.agree(
+          save=due or time.perf_counter() - when >= 60 * every.every_minutes).save
+    return due
 
   # --- Training -------------------------------------------------------------------------------
 
@@ -204,8 +233,8 @@ class Run:
   def _train_epoch(self, epoch: int, start: float, train_data, trained: list[int], stop_request,
                    sizer: dispatch.DispatchSizer) -> EpochResult | None:
     """The epoch's train steps (from where a checkpoint left it), with the mid-epoch
-    checkpoints; None when max_steps ended the run; on a stop request, saves a checkpoint and
-    raises Interrupted."""
+    checkpoints; None when max_steps ended the run (after saving the latest checkpoint); on a
+    stop request, saves a checkpoint and raises Interrupted."""
     config = self.config
     sums = steps.zero_sums(self.state.step)
     if self.record.partial_sums is not None:  # Placed like the step's outputs, as zero_sums.
@@ -237,10 +266,10 @@ class Run:
     seconds = time.perf_counter() - start
     for record in [self.record] + [self.replicas[i].record for i in trained]:
       record.train_seconds += seconds
+    self._save_latest(partial_sums=sums)  # The run's end (max_steps), or a stop request.
     if result.stop_requested:
-      self._save_latest(partial_sums=sums)
       raise interrupts.Interrupted(
-          f'{stop_request.signal_name}: stopped at step {step} (epoch '
+          f'{result.stop_reason}: stopped at step {step} (epoch '
           f'{epoch + 1}/{config.train.epochs}); checkpoint saved in {self.workdir}. '
           'Run the same command again to resume.')
     return None
@@ -254,6 +283,7 @@ class Run:
       replica.writer = outputs.make_writer(
           config.log.writer, os.path.join(replica.directory, 'tensorboard'), self.is_writer)
     sizer = dispatch.DispatchSizer(config.train.steps_per_dispatch)
+    self._last_save = (self.record.epoch, time.perf_counter())  # What resume restored.
     if config.log.verbosity:  # The arithmetic of the numbers that follow (also in results.json).
       device = jax.devices()[0]
       print(f'{config.name}: {device.platform} x{jax.device_count()} ({device.device_kind}), '
@@ -285,7 +315,8 @@ class Run:
           self._end_of_epoch(i, epoch, logs[i], seconds, result.first_nonfinite_step)
         if config.log.verbosity:
           self._print_epoch(epoch, trained, seconds)
-        self._save_latest()
+        if self._epoch_end_save_due():
+          self._save_latest()
     finally:
       for replica in self.replicas:
         if replica.writer is not None:

@@ -22,6 +22,7 @@ from cifar_jax.data import pipeline
 from cifar_jax.models import airbench
 from cifar_jax.models import create_model
 from cifar_jax.models.summary import summarize
+from cifar_jax.train import fast_optim
 from cifar_jax.train import freezing
 from cifar_jax.train import optimizers
 from cifar_jax.train import transfer
@@ -136,7 +137,8 @@ class RunSetup:
         config, state.params, state.batch_stats, self.splits.train.images, normalise)
     if params is state.params:
       return state
-    return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+    return state.replace(params=params, batch_stats=batch_stats,
+                         opt_state=fast_optim.init_state(tx, params, batch_stats))
 
   def train_state(self, phase: freezing.Phase | None = None) -> TrainState:
     return self.train_states(phase)[0]

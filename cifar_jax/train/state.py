@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from cifar_jax.data.pipeline import InputPipeline
+from cifar_jax.train import fast_optim
 
 
 class TrainState(train_state.TrainState):
@@ -72,12 +73,13 @@ def create_train_state(config, model, tx, input_pipeline: InputPipeline,
   """A fresh state for `model`, whose inputs are `input_shape` (default config.model's)."""
   params, batch_stats = init_variables(model, input_shape or config.model.input_shape,
                                        config.seed)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
-                           rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
-                           label_smoothing=float(config.loss.label_smoothing),
-                           tta=config.augment.tta,
-                           # A run's config.json from before the key (predict): jax's default.
-                           matmul_precision=config.model.get('matmul_precision', 'default'))
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                            rng=jax.random.PRNGKey(config.seed), input_pipeline=input_pipeline,
+                            label_smoothing=float(config.loss.label_smoothing),
+                            tta=config.augment.tta,
+                            # A run's config.json from before the key (predict): jax's default.
+                            matmul_precision=config.model.get('matmul_precision', 'default'))
+  return state.replace(opt_state=fast_optim.with_stats(state.opt_state, batch_stats))
 
 
 # Independent random streams folded out of the run's base key.

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from cifar_jax.data import research_augment
+from cifar_jax.train import fast_optim
 from cifar_jax.train.state import DATA_STREAM, FLIP_STREAM, TRAIN_STREAM, TrainState
 
 
@@ -75,6 +76,9 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  # airbench's lookahead averages BatchNorm's statistics too (nothing to do without one).
+  opt_state, batch_stats = fast_optim.average_stats(state.opt_state, state.batch_stats)
+  state = state.replace(opt_state=opt_state, batch_stats=batch_stats)
   ones = jnp.ones(labels.shape, jnp.float32)
   return state, _sums(jnp.broadcast_to(loss, labels.shape), logits, labels, ones)
 

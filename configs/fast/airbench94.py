@@ -41,15 +41,14 @@ The recipe, every value of airbench94.py (hyp, make_net, main), and where it liv
 - Schedule 'triangular': 0.2 -> 1.0 x lr, linear over the first int(0.23 * 476) = 109 steps,
   then linear to 0.07 x lr at step 476.
 - Whitening bias: trained (plain LR and decay) for the first 3 epochs (144 steps) only.
-- Lookahead: every 5 steps the weights go to their EMA with decay 0.95**5 * (t / 476)**3, and
-  the EMA is copied in after the last step.
+- Lookahead: every 5 steps the weights and BatchNorm's running statistics (airbench averages
+  its whole state_dict) go to their EMA with decay 0.95**5 * (t / 476)**3, and the EMA is
+  copied in after the last step.
 - Augmentation: random translation by up to 2 px, reflect-padded (pad_and_crop, pad=2), and the
   alternating flip; TTA 'flip_translate' (tta_level=2: the image and its mirror at 1/4 each, the
   two 1-pixel diagonal shifts and their mirrors at 1/8 each).
 
 Deviations, labelled (see the README's airbench section):
-- The lookahead averages the params only; airbench's also averages BatchNorm's running mean and
-  variance (state_dict), which here stay those of the last step.
 - The whitening kernel is set from the data by cifar_jax.models.airbench.apply_data_dependent_init,
   which the run's setup (cifar_jax/train/setup.py) calls after init, before the optimizer state
   is made. airbench's lookahead copy is taken before its whitening init, so its EMA holds the

@@ -1,0 +1,51 @@
+"""A benchmark's --out: its JSON results, written to a local file or a gs:// URL through
+cifar_jax.paths, so that a Cloud TPU VM can keep its numbers in the runs' bucket.
+
+`check(path)` runs before any measurement: a gs:// path without gcsfs is one `error:` line naming
+the install (exit code 2) at once, not after the hour the measurements took. A local file is
+replaced atomically (a run stopped while writing keeps the previous numbers) and its folder made.
+
+cifar_jax.paths is imported without cifar_jax's XLA:CPU defaults (which importing cifar_jax adds
+to XLA_FLAGS) staying in this process's environment: the parents of suite.py and
+xla_cpu_flags.py hand their environment to children whose XLA flags are part of what is measured.
+"""
+
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _paths():
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+  saved = os.environ.get('XLA_FLAGS')
+  from cifar_jax import paths  # pylint: disable=g-import-not-at-top
+  if saved is None:
+    os.environ.pop('XLA_FLAGS', None)
+  else:
+    os.environ['XLA_FLAGS'] = saved
+  return paths
+
+
+def check(path: str) -> None:
+  """Exits with one error line (code 2) if `path` is a URL this machine cannot write."""
+  if not path:
+    return
+  paths = _paths()
+  try:
+    paths.check_usable(path)
+  except paths.MissingExtraError as e:
+    print(f'error: --out: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def write(path: str, document) -> None:
+  """`document` as indented JSON at `path` (local or gs://); nothing for an empty path."""
+  if not path:
+    return
+  paths = _paths()
+  if not paths.is_url(path):
+    paths.makedirs(os.path.dirname(os.path.abspath(path)))
+  paths.write_text(path, json.dumps(document, indent=2))
