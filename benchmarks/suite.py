@@ -62,7 +62,7 @@ import tempfile
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
-from config_file import load_config
+from config_file import load_config as read_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ('cifar_jax', 'keras_jax', 'keras_tf')
@@ -90,7 +90,7 @@ class Plan:
 
 def load_config(config_path: str, data_dir: str):
   """The config's get_config(), reading CIFAR-10 from `data_dir`, quiet, without checkpoints."""
-  config = load_config(config_path)
+  config = read_config_file(config_path)
   config.data.dir = data_dir
   config.data.download = False
   config.checkpoint.enabled = False  # Checkpoint writes are no part of either framework's epoch.
