@@ -249,7 +249,10 @@ def test_a_corrupt_checkpoint_fallback_is_one_warning_line_and_is_set_aside(synt
   with caplog.at_level(logging.INFO, logger='cifar_jax'):
     again = train_and_evaluate(config, workdir)  # Falls back to step 8 and retrains epoch 2.
   assert again['test_loss'] == reference['test_loss']
-  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  # cifar_jax's own lines (asyncio's reports of orbax's failed reads are collected muted by
+  # checkpointing, but when the garbage collector runs is not the test's to decide).
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and r.name.startswith('cifar_jax')]
   assert warnings, caplog.text
   # TensorStore's many-line detail goes to the debug log, not the console.
   assert all('\n' not in w and len(w) < 400 for w in warnings), warnings
@@ -259,4 +262,4 @@ def test_a_corrupt_checkpoint_fallback_is_one_warning_line_and_is_set_aside(synt
   caplog.clear()
   with caplog.at_level(logging.WARNING, logger='cifar_jax'):
     train_and_evaluate(config, workdir)
-  assert not caplog.records, caplog.text
+  assert not [r for r in caplog.records if r.name.startswith('cifar_jax')], caplog.text

@@ -21,6 +21,7 @@ never resumes from (or evaluates) a diverged state; a restored checkpoint is che
 way and skipped like an unreadable one.
 """
 
+import gc
 import logging
 import math
 import os
@@ -253,11 +254,13 @@ class Checkpointer:
         failures.append(f'{path}: {_short(e)}')
         continue
       if failures:
+        _collect_failed_reads()
         log.warning('resuming from the older checkpoint of step %d', step)
         if set_aside_unusable:
           self._set_aside(step)
       return restored['state'], host, snapshots
     if failures:
+      _collect_failed_reads()
       raise CheckpointError(
           'no readable checkpoint; each one failed:\n  ' + '\n  '.join(failures)
           + '\nPass --fresh to set the run aside and start over.')
@@ -299,6 +302,20 @@ class Checkpointer:
         manager.wait_until_finished()
       finally:
         manager.close()
+
+
+def _collect_failed_reads() -> None:
+  """A failed orbax read leaves asyncio tasks whose exceptions nobody retrieves, and asyncio
+  logs each one (a many-line traceback) whenever the garbage collector gets to it. They are the
+  failure already reported in one line, so they are collected here with asyncio's logger muted
+  (the detail is in the debug log)."""
+  logger = logging.getLogger('asyncio')
+  level = logger.level
+  logger.setLevel(logging.CRITICAL + 1)
+  try:
+    gc.collect()
+  finally:
+    logger.setLevel(level)
 
 
 def _abstract(tree):
