@@ -18,6 +18,7 @@ FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
 if os.environ.get('CIFAR_JAX_TEST_XLA_OPTIMIZE') != '1':
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from tests import synthetic_cifar  # pylint: disable=g-import-not-at-top
@@ -55,6 +56,17 @@ def synthetic_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp('cifar')
   synthetic_cifar.write_binary_dataset(root, num_train=300, num_test=70)
   return str(root)
+
+
+def tiny_state(config, num_images: int = 32, seed: int = 0):
+  """(the fresh TrainState of `config`, its uint8 images, labels): `num_images` random images
+  as the training split, through the research API (no files)."""
+  from cifar_jax.train import create_train_state_from_config, setup  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (num_images, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, num_images).astype(np.int32)
+  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  return state, images, labels
 
 
 def tiny_config(data_dir: str = '', **train):

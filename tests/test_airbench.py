@@ -337,15 +337,12 @@ def test_the_train_step_averages_batchnorm_statistics_with_the_weights():
   """Through steps.train_step (the tiny BatchNorm net with a lookahead every 5 steps): at a
   lookahead step the statistics become the lookahead's EMA of them, between two they move by
   BatchNorm's own update only."""
-  from cifar_jax.train import create_train_state_from_config, setup, steps  # pylint: disable=g-import-not-at-top
-  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config, tiny_state  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   config.optim.lookahead.every = 5
   config.train.epochs = 50  # The lookahead's last step (T, where it is taken too) far away.
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, 32).astype(np.int32)
-  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  state, images, labels = tiny_state(config)
   batch = {'image': jnp.asarray(images[:8]), 'label': jnp.asarray(labels[:8]),
            'index': jnp.arange(8), 'epoch': jnp.zeros(8, jnp.int32)}
   train_step = jax.jit(steps.train_step)
@@ -477,15 +474,12 @@ def test_the_train_step_applies_the_alternating_flip_of_each_examples_index_and_
   """With augment.alternating_flip the step mirrors exactly the examples the per-run draw and
   the epoch say, before the rest of the pipeline, and `epoch_batch` gives it what it needs."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state_from_config, setup, steps  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
   from cifar_jax.train.state import FLIP_STREAM  # pylint: disable=g-import-not-at-top
-  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config, tiny_state  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   config.augment.alternating_flip = True
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, 32).astype(np.int32)
-  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  state, images, labels = tiny_state(config)
   assert state.input_pipeline.alternating_flip
   order = jnp.arange(32)[::-1]
   for step in (0, 4):  # Epochs 0 and 1 (4 steps of 8 an epoch).

@@ -7,22 +7,16 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
 
-from cifar_jax.train import create_train_state_from_config
 from cifar_jax.train import eval_step, train_step
-from cifar_jax.train import setup
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config, tiny_state
 
 
 def _state_and_batch(precision):
   config = tiny_config()
   config.model.matmul_precision = precision
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, 16).astype(np.int32)
-  state, _ = create_train_state_from_config(config, setup.array_splits(images, labels))
+  state, images, labels = tiny_state(config, num_images=16)
   return state, {'image': images[:8], 'label': labels[:8]}
 
 
