@@ -39,6 +39,10 @@ def get_config():
       # (Keras `validation_split`). Set at most one of the two; both 0 means no validation set.
       num_validation=0,
       validation_split=0.0,
+      # 'train': the validation set (if any) is carved from the training images as above;
+      # 'test': the test set validates too (Keras validation_data=(x_test, y_test)), all 50,000
+      # training images train.
+      validation_source='train',
       # 'rescale': x/255 (every report); 'standardize': per-channel mean/std of the training
       # split; 'none': raw 0..255 floats.
       normalization='rescale',

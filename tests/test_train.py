@@ -174,6 +174,28 @@ def test_validation_settings_conflict_is_an_error():
     pipeline.validation_size(100, 10, 0.1)
 
 
+def test_validation_source_test_validates_on_the_test_set_and_trains_on_every_image(
+    synthetic_dir):
+  from cifar_jax.train import config_checks  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = tiny_config(synthetic_dir)
+  config.data.num_validation = 0
+  config.data.validation_source = 'test'
+  splits = pipeline.make_splits(config.data)
+  assert len(splits.train) == 300  # every training image of synthetic_dir
+  np.testing.assert_array_equal(splits.validation.images, splits.test.images)
+  np.testing.assert_array_equal(splits.validation.labels, splits.test.labels)
+  assert config_checks.split_sizes(config.data) == (300, 70, 70)
+  base.add_early_stopping(config, 'val_loss', 'val_loss', patience=2)  # the test set validates
+  config_checks.check_config(config)
+  config.data.num_validation = 30
+  with pytest.raises(config_checks.ConfigError, match='set data.num_validation=0'):
+    config_checks.check_config(config)
+  config.data.num_validation, config.data.validation_source = 0, 'tests'
+  with pytest.raises(config_checks.ConfigError, match='validation_source'):
+    config_checks.check_config(config)
+
+
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(arrays):
   train, test = arrays
   config = tiny_config()

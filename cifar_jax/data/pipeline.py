@@ -16,6 +16,7 @@ from cifar_jax.data import augment as augment_lib
 from cifar_jax.data import sources
 
 NORMALIZATIONS = ('rescale', 'standardize', 'none')
+VALIDATION_SOURCES = ('train', 'test')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,8 @@ def validation_size(num_examples: int, num_validation: int, validation_split: fl
 
 
 def make_splits(data_config) -> Splits:
-  """Loads CIFAR-10 as `data_config` says and carves the validation split off the end."""
+  """Loads CIFAR-10 as `data_config` says and carves the validation split off the end (or, with
+  data.validation_source='test', validates on the test set)."""
   # Only the images the run keeps are converted (every file is still read and checked).
   dataset = sources.load_cifar10(data_config.dir, download=data_config.download,
                                  limits=(data_config.num_train_examples or None,
@@ -71,6 +73,8 @@ def make_splits(data_config) -> Splits:
                           data_config.validation_split)
   n_train = len(train_labels) - n_val
   validation = Split(train_images[n_train:], train_labels[n_train:]) if n_val else None
+  if data_config.validation_source == 'test':  # Keras validation_data=(x_test, y_test)
+    validation = Split(test_images, test_labels)
   return Splits(train=Split(train_images[:n_train], train_labels[:n_train]),
                 validation=validation, test=Split(test_images, test_labels),
                 class_names=dataset.class_names, source=dataset.source)

@@ -45,7 +45,7 @@ RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'check
 # checkpoint.every_epochs/every_minutes: runs before them saved the latest every epoch.
 ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None,
               'model.matmul_precision': 'highest', 'checkpoint.every_epochs': 1,
-              'checkpoint.every_minutes': 0.0}
+              'checkpoint.every_minutes': 0.0, 'data.validation_source': 'train'}
 
 
 class CheckpointError(RuntimeError):

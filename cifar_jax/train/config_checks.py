@@ -80,11 +80,12 @@ def split_sizes(data_config) -> tuple[int, int, int]:
   n_total = data_config.num_train_examples or cifar10.NUM_TRAIN_EXAMPLES
   n_test = data_config.num_test_examples or cifar10.NUM_TEST_EXAMPLES
   try:
-    n_val = pipeline.validation_size(n_total, data_config.num_validation,
-                                     data_config.validation_split)
+    n_carved = pipeline.validation_size(n_total, data_config.num_validation,
+                                        data_config.validation_split)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  return n_total - n_val, n_val, n_test
+  n_val = n_test if data_config.validation_source == 'test' else n_carved
+  return n_total - n_carved, n_val, n_test
 
 
 def _check_data(config) -> None:
@@ -97,9 +98,13 @@ def _check_data(config) -> None:
              f'data.{key}={value}: must be in [1, {full}] (CIFAR-10 has {full} '
              f'{key.split("_")[1]} images), or 0 for all of them')
   _require(data.num_validation >= 0, f'data.num_validation={data.num_validation} must be >= 0')
+  _choice('data.validation_source', data.validation_source, pipeline.VALIDATION_SOURCES)
+  _require(data.validation_source == 'train' or not (data.num_validation or data.validation_split),
+           f"data.validation_source='test' validates on the test set, so nothing is carved from "
+           f'the training images: set data.num_validation=0 and data.validation_split=0.0')
   n_train, n_val, _ = split_sizes(data)
   _require(n_train >= 1, f'data.validation_split={data.validation_split} leaves no training '
-           f'example out of {n_train + n_val}; lower it')
+           f'example out of {data.num_train_examples or cifar10.NUM_TRAIN_EXAMPLES}; lower it')
   batch, steps = config.train.batch_size, config.train.steps_per_epoch
   _require(not steps or steps * batch <= n_train,
            f'train.steps_per_epoch={steps} x batch_size={batch} needs {steps * batch} examples '
