@@ -2,11 +2,18 @@
 # The two commands of cifar_jax, each installing what it needs on first use:
 #   ./run.sh --config=configs/exp0.py [--workdir=runs/exp0] [--config.x=y ...]   train one config
 #   ./run.sh test [pytest args]                                                  run the test suite
-# Installs into .venv next to this script (override with CIFAR_JAX_VENV); python3 >= 3.10 needed.
+# Installs into .venv next to this script (override with CIFAR_JAX_VENV); python3 >= 3.11 needed (the
+# pinned stack is built for it; PYTHON=python3.11 picks another interpreter).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${CIFAR_JAX_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
+
+# The pins (jax 0.10, numpy 2.4...) have no wheels for older Pythons: say so before pip does.
+if [ ! -x "$venv/bin/python" ] && ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: $python is not Python 3.11+ (the pinned requirements need it); install python3.11 and run PYTHON=python3.11 $0 $*" >&2
+  exit 2
+fi
 
 install() {  # install <requirements file>: only when it changed since the last install.
   local req="$root/$1" stamp="$venv/.installed-$1"

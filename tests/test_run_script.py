@@ -1,0 +1,23 @@
+"""run.sh, the README's two commands: an interpreter too old for the pins is refused up front."""
+
+import os
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_an_old_python_is_one_error_line_and_exit_2_before_any_install(tmp_path):
+  # A stand-in for python3.10: answers the version probe the way an old interpreter does.
+  old_python = tmp_path / 'python3.10'
+  old_python.write_text('#!/bin/sh\nexec python3 -c "import sys; sys.exit(1)"\n')
+  old_python.chmod(0o755)
+  venv = tmp_path / 'venv'
+  env = {**os.environ, 'PYTHON': str(old_python), 'CIFAR_JAX_VENV': str(venv)}
+  result = subprocess.run(['bash', str(ROOT / 'run.sh'), '--config=configs/exp0.py'], env=env,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2
+  assert result.stdout == ''
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'not Python 3.11+' in lines[0] and 'PYTHON=python3.11' in lines[0]
+  assert not venv.exists()  # nothing installed, nothing half-made
