@@ -8,8 +8,8 @@ Several --sweep flags make a grid (every combination, the first flag varying slo
 runs as its own `launch.py` process, one after another, in WORKDIR/<its overrides>, e.g.
 runs/exp2_sweep/optim.learning_rate=0.003; flags after `--` go to every run. A point whose
 results.json exists is skipped and an unfinished one resumes, so rerunning the same command
-finishes a sweep. A failed point is marked and the others still run; Ctrl-C stops the sweep after
-the current run has saved its checkpoint. WORKDIR/sweep.md and sweep.csv get a row per point.
+finishes a sweep. A failed point is marked and the others still run; Ctrl-C (or a SIGINT/SIGTERM
+to the sweep's process) stops the sweep after the current run has saved its checkpoint. WORKDIR/sweep.md and sweep.csv get a row per point.
 WORKDIR may be a gs:// URL (cifar_jax.paths).
 """
 
@@ -20,8 +20,10 @@ import itertools
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from typing import Any, Sequence
 
 from absl import flags
@@ -183,14 +185,24 @@ def parse_config(config_file: str, config_flags_: Sequence[str]):
 
 
 def launch(command: Sequence[str]) -> int:
-  """Runs one launch.py process to its end; returns its exit code."""
-  process = subprocess.Popen(command)
-  while True:
-    try:
-      return process.wait()
-    except KeyboardInterrupt:
-      # The terminal sent Ctrl-C to the run as well: let it save its checkpoint and exit.
-      continue
+  """Runs one launch.py process to its end; returns its exit code.
+
+  The run gets its own session, and a SIGINT or SIGTERM to this process is passed on to it: it
+  then saves its checkpoint and exits 130 (a second one exits at once). Its own session makes
+  this the only way a signal reaches it, so a Ctrl-C in the terminal arrives once, and a
+  `kill -INT` or a scheduler's SIGTERM aimed at the sweep or the zoo stops the run too instead
+  of leaving it training with nobody waiting.
+  """
+  process = subprocess.Popen(command, start_new_session=True)
+  if threading.current_thread() is not threading.main_thread():
+    return process.wait()  # Signal handlers can only be installed from the main thread.
+  forward = lambda signum, frame: process.send_signal(signum)
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    return process.wait()
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 def run_sweep(config_file: str, points: Sequence[Point], workdir: str,

@@ -15,8 +15,8 @@ changes unless --allow-dirty, and then marks the records dirty), the config file
 CPU, the jax device kind, the matmul precision and dtype. When the run finishes, its records go
 to RESULTS (cifar_jax.report.records). Rerun the same command to go on: a (config, seed) with a
 record of the current config is skipped, an unfinished workdir resumes from its checkpoint. A
-failed run is reported and the others still run (exit 1); Ctrl-C stops the zoo once the current
-run has saved (exit 130).
+failed run is reported and the others still run (exit 1); Ctrl-C (or a SIGINT/SIGTERM to the
+zoo's process) stops the zoo once the current run has saved (exit 130).
 
 OUT, RESULTS and --data_dir may be gs:// URLs (cifar_jax.paths): an accelerator VM can keep
 the runs and their records in a bucket (`--out=gs://BUCKET/zoo --results=gs://BUCKET/results`).

@@ -157,3 +157,48 @@ def test_bad_flags_fail_before_any_run(sweeps, extra, message, tmp_path, no_laun
   assert re.search(message, error), error
   assert no_launch == []
   assert not (tmp_path / 's').exists()
+
+
+# A stand-in for launch.py: counts the signals it gets, exits 130 on the first (as launch.py does
+# after saving), 0 if none comes within 30 s.
+_SIGNAL_COUNTING_RUN = '''
+import os, signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda n, f: got.append(n))
+signal.signal(signal.SIGTERM, lambda n, f: got.append(n))
+open(sys.argv[1], 'w').close()
+deadline = time.time() + 30
+while not got and time.time() < deadline:
+  time.sleep(0.05)
+time.sleep(0.5)  # a second signal, if one is coming, arrives now
+open(sys.argv[1], 'w').write(str(len(got)))
+sys.exit(130 if got else 0)
+'''
+_SWEEP_LAUNCHING = '''
+import sys
+from cifar_jax import sweep
+print(sweep.launch([sys.executable, sys.argv[1], sys.argv[2]]), flush=True)
+'''
+
+
+@pytest.mark.parametrize('to_group', [False, True], ids=['kill to the sweep', 'Ctrl-C'])
+@pytest.mark.parametrize('signum', [2, 15], ids=['SIGINT', 'SIGTERM'])
+def test_a_signal_to_the_sweep_reaches_its_run_exactly_once(tmp_path, signum, to_group):
+  import time  # pylint: disable=g-import-not-at-top
+  run, marker = tmp_path / 'run.py', tmp_path / 'signals'
+  run.write_text(_SIGNAL_COUNTING_RUN)
+  driver = subprocess.Popen([sys.executable, '-c', _SWEEP_LAUNCHING, str(run), str(marker)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's job is
+  deadline = time.time() + 60
+  while not marker.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  assert marker.exists(), 'the run never started'
+  if to_group:  # the terminal's Ctrl-C goes to the whole foreground process group
+    os.killpg(driver.pid, signum)
+  else:  # `kill -INT PID` or a scheduler's SIGTERM: to the sweep's process only
+    os.kill(driver.pid, signum)
+  stdout, _ = driver.communicate(timeout=60)
+  assert driver.returncode == 0
+  assert stdout.strip() == '130'  # the run stopped on the signal
+  assert marker.read_text() == '1'  # and got it once: a second would exit without saving
