@@ -1,0 +1,193 @@
+"""oneDNN's convolutions (the jax.ffi prototype) against XLA:CPU's, per layer shape.
+
+    bash benchmarks/onednn/build.sh .venv/bin/python
+    python benchmarks/onednn/bench.py --out=benchmarks/onednn/results.json
+
+Per layer shape (NHWC float32, the cheap configs' and exp11's convolutions; --shapes=all or a
+comma-separated subset of names) and batch (--batches), four jitted programs, each in three
+variants:
+
+  programs  fwd  y = conv(x, w)
+            dx   dL/dx from dL/dy (XLA: jax.vjp of the convolution, the rest dead-code-eliminated)
+            dw   dL/dw from x and dL/dy
+            all  y, dL/dx and dL/dw in one program (jax.vjp; oneDNN through the custom_vjp)
+  variants  xla       plain lax.conv_general_dilated and its jax.vjp (XLA's Eigen convolutions
+                      under cifar_jax's XLA:CPU defaults, imported first)
+            cifar_jax cifar_jax.models.conv.conv_general_dilated (what the models run: XLA's
+                      forward, its CPU gradients with the transposes written out)
+            onednn    benchmarks/onednn/onednn_conv.py (oneDNN 3.x, its OpenMP threads:
+                      ONEDNN_CONV_THREADS, default 2)
+
+Timing: after two warm-up calls of every program, --reps rounds, each one call of every
+(program, variant) of the shape in turn (interleaved: a change in machine load hits all
+alike); the median and fastest seconds per call. Agreement: the largest absolute difference
+from the xla variant, and that divided by the largest |xla| value, per output.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+import cifar_jax  # pylint: disable=g-import-not-at-top,unused-import  (XLA:CPU defaults first)
+import jax  # pylint: disable=g-import-not-at-top
+from jax import lax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
+import onednn_conv  # pylint: disable=g-import-not-at-top
+
+# name -> (spatial size, Cin, Cout, kernel, padding): every convolution of exp0, p2cnn/exp1,
+# redes/m1 and exp11 (3x3 SAME blocks 64, 128, 256, 512), plus two of the brief's 3x3 shapes.
+SHAPES = {
+    'exp0_3-32@32_k3': (32, 3, 32, 3, 'SAME'),
+    'p2cnn1_3-32@32_k3v': (32, 3, 32, 3, 'VALID'),
+    'p2cnn1_32-64@15_k4v': (15, 32, 64, 4, 'VALID'),
+    'p2cnn1_64-128@6_k3v': (6, 64, 128, 3, 'VALID'),
+    'm1_3-16@32_k6': (32, 3, 16, 6, 'SAME'),
+    'm1_16-32@16_k6': (16, 16, 32, 6, 'SAME'),
+    'm1_32-64@8_k6': (8, 32, 64, 6, 'SAME'),
+    '3x3_32-64@16': (16, 32, 64, 3, 'SAME'),
+    '3x3_64-128@8': (8, 64, 128, 3, 'SAME'),
+    'exp11_3-64@32': (32, 3, 64, 3, 'SAME'),
+    'exp11_64-64@32': (32, 64, 64, 3, 'SAME'),
+    'exp11_64-128@16': (16, 64, 128, 3, 'SAME'),
+    'exp11_128-128@16': (16, 128, 128, 3, 'SAME'),
+    'exp11_128-256@8': (8, 128, 256, 3, 'SAME'),
+    'exp11_256-256@8': (8, 256, 256, 3, 'SAME'),
+    'exp11_256-512@4': (4, 256, 512, 3, 'SAME'),
+    'exp11_512-512@4': (4, 512, 512, 3, 'SAME'),
+}
+PROGRAMS = ('fwd', 'dx', 'dw', 'all')
+VARIANTS = ('xla', 'cifar_jax', 'onednn')
+DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def conv_fn(variant: str, padding):
+  if variant == 'xla':
+    return lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding,
+                                                 dimension_numbers=DIMENSION_NUMBERS)
+  if variant == 'cifar_jax':
+    return lambda x, w: cifar_conv.conv_general_dilated(x, w, (1, 1), padding,
+                                                        dimension_numbers=DIMENSION_NUMBERS)
+  return lambda x, w: onednn_conv.conv(x, w, (1, 1), padding)
+
+
+def program(name: str, conv):
+  """The jitted program `name` of a convolution; every one takes (x, w, dy)."""
+  if name == 'fwd':
+    return jax.jit(lambda x, w, dy: conv(x, w))
+  if name == 'dx':
+    return jax.jit(lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0])
+  if name == 'dw':
+    return jax.jit(lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])
+  def everything(x, w, dy):
+    y, vjp = jax.vjp(conv, x, w)
+    return (y, *vjp(dy))
+  return jax.jit(everything)
+
+
+def agreement(reference, value) -> dict:
+  reference, value = np.asarray(reference), np.asarray(value)
+  abs_err = float(np.max(np.abs(reference - value)))
+  scale = float(np.max(np.abs(reference)))
+  return {'max_abs': abs_err, 'max_rel': abs_err / scale if scale else abs_err}
+
+
+def bench_shape(name: str, batch: int, reps: int) -> dict:
+  size, cin, cout, k, padding = SHAPES[name]
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch, size, size, cin), np.float32))
+  w = jnp.asarray(rng.standard_normal((k, k, cin, cout), np.float32) / np.sqrt(k * k * cin))
+  out = size if padding == 'SAME' else size - k + 1
+  dy = jnp.asarray(rng.standard_normal((batch, out, out, cout), np.float32))
+  compiled = {(p, v): program(p, conv_fn(v, padding)).lower(x, w, dy).compile()
+              for p in PROGRAMS for v in VARIANTS}
+  results = {key: None for key in compiled}
+  for key, fn in compiled.items():
+    results[key] = jax.block_until_ready(fn(x, w, dy))
+    jax.block_until_ready(fn(x, w, dy))
+  seconds = {key: [] for key in compiled}
+  for _ in range(reps):
+    for key, fn in compiled.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(x, w, dy))
+      seconds[key].append(time.perf_counter() - start)
+  flops = 2 * batch * out * out * cout * k * k * cin
+  row = {'shape': name, 'batch': batch, 'size': size, 'cin': cin, 'cout': cout, 'kernel': k,
+         'padding': padding, 'gflop_per_conv': flops / 1e9, 'programs': {}}
+  pads = onednn_conv.explicit_padding(x.shape, w.shape, (1, 1), padding)
+  row['onednn_impl'] = {kind: onednn_conv.implementation(kind, x.shape, w.shape, (1, 1), pads)
+                        for kind in 'fdw'}
+  for p in PROGRAMS:
+    entry = {}
+    for v in VARIANTS:
+      entry[v] = {'median_s': statistics.median(seconds[(p, v)]), 'min_s': min(seconds[(p, v)])}
+      if v != 'xla':
+        reference = jax.tree.leaves(results[(p, 'xla')])
+        entry[v]['agreement'] = [agreement(a, b) for a, b in
+                                 zip(reference, jax.tree.leaves(results[(p, v)]))]
+    for v in ('cifar_jax', 'onednn'):
+      entry[f'speedup_{v}_vs_xla'] = entry['xla']['median_s'] / entry[v]['median_s']
+    entry['speedup_onednn_vs_cifar_jax'] = (entry['cifar_jax']['median_s']
+                                            / entry['onednn']['median_s'])
+    row['programs'][p] = entry
+  return row
+
+
+def cpu_name() -> str:
+  with open('/proc/cpuinfo') as f:
+    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--shapes', default='all')
+  parser.add_argument('--batches', default='64,128')
+  parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  shapes = list(SHAPES) if args.shapes == 'all' else args.shapes.split(',')
+  unknown = [s for s in shapes if s not in SHAPES]
+  if unknown:
+    print(f'error: unknown --shapes {unknown}; known: {list(SHAPES)}', file=sys.stderr)
+    sys.exit(2)
+  if not onednn_conv.load():
+    print(f'error: {onednn_conv.LIBRARY} missing or not loadable; build it first: '
+          'bash benchmarks/onednn/build.sh .venv/bin/python', file=sys.stderr)
+    sys.exit(2)
+  header = {'cpu': cpu_name(), 'cores': os.cpu_count(), 'onednn': onednn_conv.version(),
+            'onednn_threads': int(os.environ.get('ONEDNN_CONV_THREADS', '2')),
+            'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'reps': args.reps, 'load_average_start': os.getloadavg()}
+  print(f"{header['cpu']}, oneDNN {header['onednn']}, jax {header['jax']}, "
+        f"load {header['load_average_start'][0]:.1f}")
+  print(f"{'shape':22} {'N':>4} {'prog':4} {'xla ms':>8} {'cj ms':>8} {'dnnl ms':>8} "
+        f"{'dnnl/xla':>8} {'dnnl/cj':>8} {'max rel err':>11}")
+  rows = []
+  for batch in (int(b) for b in args.batches.split(',')):
+    for name in shapes:
+      row = bench_shape(name, batch, args.reps)
+      rows.append(row)
+      for p, e in row['programs'].items():
+        err = max(a['max_rel'] for a in e['onednn']['agreement'])
+        print(f"{name:22} {batch:4} {p:4} {1000 * e['xla']['median_s']:8.2f} "
+              f"{1000 * e['cifar_jax']['median_s']:8.2f} {1000 * e['onednn']['median_s']:8.2f} "
+              f"{e['speedup_onednn_vs_xla']:8.2f} {e['speedup_onednn_vs_cifar_jax']:8.2f} "
+              f"{err:11.1e}", flush=True)
+      if args.out:  # After every shape: a stopped run keeps what it measured.
+        header['load_average_end'] = os.getloadavg()
+        with open(args.out, 'w') as f:
+          json.dump({**header, 'rows': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,145 @@
+"""Whole train steps with oneDNN's convolutions against cifar_jax's, without wiring anything in.
+
+    python benchmarks/onednn/step_bench.py --configs=configs/exp0.py,configs/redes/m1.py \
+        --out=benchmarks/onednn/steps.json
+
+Per config (random uint8 images, its train.batch_size or --batch_size), cifar_jax's jitted
+train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered twice in this process:
+as the models run it, and with cifar_jax.models.conv.conv_general_dilated replaced by
+onednn_conv.conv_general_dilated while it is traced (every channels-last float32 convolution
+then runs forward and both gradients in oneDNN). Both run from the same state on the same batch;
+timed interleaved, --reps rounds after two warm-ups, median seconds per step. Agreement: per
+parameter, the largest difference of the loss's gradient (the model on the batch, no
+augmentation, train mode) divided by the gradient's largest magnitude, the worst parameter
+reported; and the loss. (Parameters after one Adam step are no measure: its first update is
+about lr * sign(gradient), so a gradient within rounding of 0 moves its weight by 2 lr.)
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+REPO = os.path.dirname(BENCH)
+sys.path[:0] = [REPO, BENCH, HERE]
+
+import cifar_jax  # pylint: disable=g-import-not-at-top,unused-import  (XLA:CPU defaults first)
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
+from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
+from config_file import load_config  # pylint: disable=g-import-not-at-top
+import onednn_conv  # pylint: disable=g-import-not-at-top
+
+
+def loss_and_grads(state, batch):
+  """The data loss and its gradient on the batch as the model sees it without augmentation."""
+  images = state.input_pipeline(jax.random.key(0), batch['image'], train=False)
+
+  def loss_fn(params):
+    logits, _ = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, images,
+                               train=True, rngs={'dropout': jax.random.key(1)},
+                               mutable=['batch_stats', 'losses'])
+    return jnp.mean(steps.cross_entropy(logits, batch['label']))
+
+  with state.precision():
+    return jax.value_and_grad(loss_fn)(state.params)
+
+
+def lower(fn, state, batch, use_onednn: bool):
+  original = cifar_conv.conv_general_dilated
+  if use_onednn:
+    cifar_conv.conv_general_dilated = lambda *a, **k: onednn_conv.conv_general_dilated(
+        *a, fallback=original, **k)
+  try:
+    jitted = jax.jit(lambda s, b: fn(s, b))  # A fresh trace cache per variant.
+    return jitted.lower(state, batch).compile()
+  finally:
+    cifar_conv.conv_general_dilated = original
+
+
+def bench_config(path: str, batch_size: int, reps: int) -> dict:
+  config = load_config(path)
+  if batch_size:
+    config.train.batch_size = batch_size
+  n = config.train.batch_size
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, (n,), dtype=np.int32)
+  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
+  state = create_train_state(config, create_model(config.model), tx,
+                             pipeline.make_input_pipeline(config, images))
+  batch = jax.device_put({'image': images, 'label': labels})
+  compiled = {'cifar_jax': lower(steps.train_step, state, batch, False),
+              'onednn': lower(steps.train_step, state, batch, True)}
+  calls = {name: len(re.findall(r'custom_call_target="onednn_conv_', c.as_text()))
+           for name, c in compiled.items()}
+  outputs = {}
+  for name, step in compiled.items():
+    outputs[name] = jax.block_until_ready(step(state, batch))
+    jax.block_until_ready(step(state, batch))
+  seconds = {name: [] for name in compiled}
+  for _ in range(reps):
+    for name, step in compiled.items():
+      start = time.perf_counter()
+      jax.block_until_ready(step(state, batch))
+      seconds[name].append(time.perf_counter() - start)
+  del outputs
+  (ref_loss, ref_grads), (loss, grads) = (lower(loss_and_grads, state, batch, use)(state, batch)
+                                          for use in (False, True))
+  grad_rel = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(a)))
+                 for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads)))
+  row = {'config': path, 'batch_size': n, 'onednn_custom_calls': calls['onednn'],
+         'onednn_threads': int(os.environ.get('ONEDNN_CONV_THREADS', '2')),
+         'grad_max_rel_diff': grad_rel, 'loss': float(ref_loss),
+         'loss_diff': abs(float(ref_loss) - float(loss))}
+  for name in compiled:
+    row[name] = {'median_s': statistics.median(seconds[name]), 'min_s': min(seconds[name])}
+  row['speedup_onednn'] = row['cifar_jax']['median_s'] / row['onednn']['median_s']
+  return row
+
+
+def cpu_name() -> str:
+  with open('/proc/cpuinfo') as f:
+    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', default='configs/exp0.py,configs/p2cnn/exp1.py,'
+                      'configs/redes/m1.py,configs/exp11.py')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='0: each config\'s own; else this for every config')
+  parser.add_argument('--reps', type=int, default=7)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  if not onednn_conv.load():
+    print(f'error: {onednn_conv.LIBRARY} missing; build it: bash benchmarks/onednn/build.sh',
+          file=sys.stderr)
+    sys.exit(2)
+  rows = []
+  print(f"{'config':24} {'N':>4} {'calls':>5} {'cifar_jax ms':>12} {'onednn ms':>10} "
+        f"{'speedup':>7} {'grad rel diff':>13}")
+  for path in args.configs.split(','):
+    row = bench_config(path, args.batch_size, args.reps)
+    rows.append(row)
+    print(f"{path:24} {row['batch_size']:4} {row['onednn_custom_calls']:5} "
+          f"{1000 * row['cifar_jax']['median_s']:12.1f} {1000 * row['onednn']['median_s']:10.1f} "
+          f"{row['speedup_onednn']:7.2f} {row['grad_max_rel_diff']:13.1e}", flush=True)
+    if args.out:
+      with open(args.out, 'w') as f:
+        json.dump({'cpu': cpu_name(), 'onednn': onednn_conv.version(), 'jax': jax.__version__,
+                   'load_average_end': os.getloadavg(), 'rows': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
