@@ -61,6 +61,8 @@ import time
 
 import numpy as np
 
+import json_out  # This folder's --out writer; its cpu() names the machine.
+
 RECORD = 1 + 3072
 TRAIN_FILES = [f'data_batch_{i}.bin' for i in range(1, 6)]
 TEST_FILE = 'test_batch.bin'
@@ -182,12 +184,6 @@ def load_average() -> list[float]:
   return [float(v) for v in open('/proc/loadavg').read().split()[:3]]
 
 
-def cpu_model() -> str:
-  for line in open('/proc/cpuinfo'):
-    if line.startswith('model name'):
-      return line.split(':', 1)[1].strip()
-  return platform.processor()
-
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
@@ -235,7 +231,7 @@ def main(argv=None):
               % version('airbench'),
       'commands': [' '.join(['python'] + [redact(a) for a in sys.argv])],
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-      'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'torch': torch.__version__,
+      'cpu': json_out.cpu(), 'cpu_count': os.cpu_count(), 'torch': torch.__version__,
       'torch_threads': torch.get_num_threads(), 'python': platform.python_version(),
       'epochs': args.epochs, 'steps': int(np.ceil(48 * args.epochs)), 'data': data,
       'hyp': lib_airbench94.hyp, 'note': args.note, 'runs': [],

@@ -19,7 +19,6 @@ with the load average.
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -34,15 +33,9 @@ sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top
 
+from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import dispatch, loop, sharding  # pylint: disable=g-import-not-at-top
 
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor()
 
 
 def state_bytes(state) -> int:
@@ -119,7 +112,7 @@ def main(argv=None) -> dict:
       'config': args.config,
       'state_mb': round(state_bytes(run.state) / 1e6, 1),
       'device': f'{jax.devices()[0].platform} x{jax.device_count()}',
-      'cpu': cpu_name(),
+      'cpu': host_cpu.describe(),
       'load_average_at_end': os.getloadavg(),
       'machine_note': ('2-core VM shared with other jobs (other test runs and a nice\'d '
                        'training run): times are loaded ones'),

@@ -1,5 +1,6 @@
 """The benchmarks' one way to read a config: `load_config('configs/exp11.py')` is that file's
-get_config(). A relative path is the repository's (benchmarks run from anywhere)."""
+get_config(). A relative path is the repository's (benchmarks run from anywhere). And their one
+way to time its train step: `random_step_inputs(config)`, its fresh TrainState and one batch."""
 
 import importlib.util
 import os
@@ -15,3 +16,23 @@ def load_config(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def random_step_inputs(config, seed: int = 0):
+  """(state, batch): `config`'s fresh TrainState and one batch of train.batch_size random uint8
+  images and labels on the device, what a train step's time is measured on (the pixels' values
+  do not change it). The optimizer is built for 100 steps an epoch. Imports cifar_jax (and so
+  sets its XLA:CPU flags): call it in the process that measures."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import create_train_state, optimizers  # pylint: disable=g-import-not-at-top
+  n = config.train.batch_size
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, (n,), dtype=np.int32)
+  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
+  state = create_train_state(config, create_model(config.model), tx,
+                             pipeline.make_input_pipeline(config, images))
+  return state, jax.device_put({'image': images, 'label': labels})

@@ -5,10 +5,14 @@ cifar_jax.paths, so that a Cloud TPU VM can keep its numbers in the runs' bucket
 the install (exit code 2) at once, not after the hour the measurements took. A local file is
 replaced atomically (a run stopped while writing keeps the previous numbers) and its folder made.
 
-cifar_jax.paths is imported without cifar_jax's XLA:CPU defaults (which importing cifar_jax adds
-to XLA_FLAGS) staying in this process's environment: the parents of suite.py and
+`cpu()` names the CPU every benchmark's JSON records (cifar_jax.host_cpu: model and vector units).
+
+cifar_jax's modules are imported without cifar_jax's XLA:CPU defaults (which importing cifar_jax
+adds to XLA_FLAGS) staying in this process's environment: the parents of suite.py and
 xla_cpu_flags.py hand their environment to children whose XLA flags are part of what is measured.
 """
+
+import importlib
 
 import json
 import os
@@ -17,16 +21,26 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _paths():
+def _cifar_jax_module(name: str):
+  """cifar_jax.<name>, this process's XLA_FLAGS left as they were."""
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
   saved = os.environ.get('XLA_FLAGS')
-  from cifar_jax import paths  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'cifar_jax.{name}')
   if saved is None:
     os.environ.pop('XLA_FLAGS', None)
   else:
     os.environ['XLA_FLAGS'] = saved
-  return paths
+  return module
+
+
+def _paths():
+  return _cifar_jax_module('paths')
+
+
+def cpu() -> str:
+  """This machine's CPU, e.g. "AMD EPYC (AVX-512)" (cifar_jax.host_cpu.describe)."""
+  return _cifar_jax_module('host_cpu').describe()
 
 
 def check(path: str) -> None:

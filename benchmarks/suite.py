@@ -692,11 +692,7 @@ def format_table(summary: list, loaded: bool) -> str:
 
 
 def machine_info() -> dict:
-  model = ''
-  with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
-    model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
-                 '')
-  return {'cpu_model': model, 'cpu_count': os.cpu_count(), 'platform': platform.platform(),
+  return {'cpu_model': json_out.cpu(), 'cpu_count': os.cpu_count(), 'platform': platform.platform(),
           'python': platform.python_version()}
 
 

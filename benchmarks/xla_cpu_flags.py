@@ -23,7 +23,7 @@ import sys
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
-from config_file import load_config
+from config_file import load_config, random_step_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
@@ -52,21 +52,12 @@ def find_tcmalloc() -> str:
 def child(config_path: str, reps: int) -> dict:
   """One setting: this process's environment is the setting."""
   sys.path.insert(0, REPO)
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_path)
   batch_size = config.train.batch_size
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
-  labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
-  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
-  state = create_train_state(config, create_model(config.model), tx,
-                             pipeline.make_input_pipeline(config, images))
-  batch = jax.device_put({'image': images, 'label': labels})
+  state, batch = random_step_inputs(config)
   start = time.perf_counter()
   step = jax.jit(steps.train_step, donate_argnums=0).lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start

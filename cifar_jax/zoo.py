@@ -27,12 +27,12 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from cifar_jax import host_cpu
 from cifar_jax import paths
 from cifar_jax import sweep
 from cifar_jax.report import records as records_lib
@@ -182,18 +182,7 @@ def machine_info() -> dict[str, Any]:
            '"jax_version": jax.__version__}))')
   found = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)
   info = json.loads(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 else {}
-  return {'cpu': _cpu_model(), **info}
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
+  return {'cpu': host_cpu.describe(), **info}
 
 
 def provenance(job: Job, commit: str, dirty: bool, machine: dict[str, Any],

@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic CIFAR-10 files, a tiny config, and where the shared data lives."""
 
+import contextlib
 import os
 import pathlib
 
@@ -56,6 +57,24 @@ def synthetic_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp('cifar')
   synthetic_cifar.write_binary_dataset(root, num_train=300, num_test=70)
   return str(root)
+
+
+@contextlib.contextmanager
+def compile_counter():
+  """Yields a list that grows by one name per XLA compilation while the block runs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  compiled = []
+
+  def listener(event, duration_secs, **kwargs):
+    del duration_secs
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiled.append(kwargs.get('fun_name', '?'))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield compiled
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def tiny_state(config, num_images: int = 32, seed: int = 0):

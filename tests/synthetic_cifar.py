@@ -13,6 +13,7 @@ few hundred KB of disk however large it reads.
 """
 
 import io
+import os
 import pickle
 import struct
 import tarfile
@@ -54,6 +55,11 @@ def write_binary_dataset(root, num_train=100, num_test=50, seed=0) -> Path:
 def write_python_dataset(root, num_train=100, num_test=50, seed=0) -> Path:
   """Writes `root/cifar-10-batches-py`, pickled like the official files (protocol 2)."""
   folder = Path(root) / 'cifar-10-batches-py'
+  return _copy_of_written(('py', num_train, num_test, seed), folder,
+                          lambda: _write_python_dataset(folder, num_train, num_test, seed))
+
+
+def _write_python_dataset(folder, num_train, num_test, seed) -> None:
   folder.mkdir(parents=True, exist_ok=True)
   for name, images, labels in _batches(num_train, num_test, seed, suffix=''):
     data = np.zeros((RECORDS_PER_FILE, 32 * 32 * 3), np.uint8)
@@ -68,7 +74,6 @@ def write_python_dataset(root, num_train=100, num_test=50, seed=0) -> Path:
   meta = {b'label_names': [n.encode() for n in CLASS_NAMES], b'num_cases_per_batch': 10000,
           b'num_vis': 3072}
   (folder / 'batches.meta').write_bytes(official_pickle(meta))
-  return folder
 
 
 def write_tarball(root, kind='bin', num_train=100, num_test=50, seed=0, filename=None) -> Path:
@@ -89,12 +94,70 @@ def write_tarball(root, kind='bin', num_train=100, num_test=50, seed=0, filename
              'py': (write_python_dataset, 'cifar-10-python.tar.gz')}
   write_dataset, default_name = writers[kind]
   tarball = Path(root) / (filename or default_name)
+
+  def write():
+    with tempfile.TemporaryDirectory() as staging:
+      folder = write_dataset(staging, num_train, num_test, seed)
+      with tarfile.open(tarball, 'w:gz', compresslevel=1) as tar:
+        tar.add(folder, arcname=folder.name)
+
   tarball.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory() as staging:
-    folder = write_dataset(staging, num_train, num_test, seed)
-    with tarfile.open(tarball, 'w:gz', compresslevel=1) as tar:
-      tar.add(folder, arcname=folder.name)
-  return tarball
+  return _copy_of_written(('tar', kind, num_train, num_test, seed, tarball.name), tarball, write)
+
+
+# What the slow writers (the pure-Python pickler: seconds a python copy; gzip) wrote, by their
+# arguments, in a folder of this process's: a later call with the same arguments copies it,
+# byte for byte and as sparse (tests/test_data_sources.py writes a few dozen copies, most
+# alike). Tests may change their copy; the kept one is never handed out.
+_WRITTEN: dict[tuple, Path] = {}
+_WRITTEN_DIR: list[tempfile.TemporaryDirectory] = []
+
+
+def _copy_of_written(key, path: Path, write) -> Path:
+  """Writes `path` (a file or folder) with `write()` the first time for `key`, later by copying
+  what it wrote."""
+  kept = _WRITTEN.get(key)
+  if kept is None:
+    write()
+    if not _WRITTEN_DIR:
+      _WRITTEN_DIR.append(tempfile.TemporaryDirectory(prefix='synthetic_cifar_'))
+    kept = Path(_WRITTEN_DIR[0].name) / str(len(_WRITTEN)) / path.name
+    _copy(path, kept)
+    _WRITTEN[key] = kept
+  else:
+    _copy(kept, path)
+  return path
+
+
+def _copy(source: Path, target: Path) -> None:
+  if source.is_dir():
+    target.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+      _copy(child, target / child.name)
+  else:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _copy_sparse_file(source, target)
+
+
+def _copy_sparse_file(source: Path, target: Path) -> None:
+  """Copies the data of `source` to `target`, its holes as holes (SEEK_DATA/SEEK_HOLE)."""
+  if not hasattr(os, 'SEEK_DATA'):  # Not on this OS: find the zero blocks instead.
+    write_sparse(target, source.read_bytes())
+    return
+  size = source.stat().st_size
+  with open(source, 'rb') as src, open(target, 'wb') as dst:
+    offset = 0
+    while offset < size:
+      try:
+        start = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+      except OSError:  # No data after `offset` (ENXIO): the rest is a hole.
+        break
+      end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+      src.seek(start)
+      dst.seek(start)
+      dst.write(src.read(end - start))
+      offset = end
+    dst.truncate(size)
 
 
 def binary_records(images, labels) -> bytes:

@@ -42,9 +42,8 @@ def split():
 @pytest.fixture(scope='module')
 def augmented_setup(split):
   """augmented_config's RunSetup on `split` and its fresh state, shared: every run below starts
-  from a copy of that state, so all of them call the same programs (a new state's optimizer
-  and augmentation functions are new static parts of its tree, compiled for again) and only
-  the dispatching differs."""
+  from a copy of that state, so all of them call the same programs and only the dispatching
+  differs."""
   run_setup = setup.RunSetup.create(augmented_config(), setup.array_splits(*split))
   return run_setup, run_setup.train_state()
 

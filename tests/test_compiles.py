@@ -2,33 +2,12 @@
 the host sizes its dispatches (one program per step or an on-device loop of any length), and
 whatever its callbacks do between epochs."""
 
-import contextlib
-
 import jax
 import pytest
 
 from cifar_jax.train import outputs
 from cifar_jax.train import train_and_evaluate
-from tests.conftest import tiny_config
-
-BACKEND_COMPILE = '/jax/core/compile/backend_compile_duration'
-
-
-@contextlib.contextmanager
-def compile_counter():
-  """Yields a list that grows by one name per XLA compilation while the block runs."""
-  compiled = []
-
-  def listener(event, duration_secs, **kwargs):
-    del duration_secs
-    if event == BACKEND_COMPILE:
-      compiled.append(kwargs.get('fun_name', '?'))
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield compiled
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
+from tests.conftest import compile_counter, tiny_config
 
 
 @pytest.mark.parametrize('steps_per_dispatch, device_loop', [(0, False), (3, False), (3, True)])
@@ -61,3 +40,47 @@ def test_no_compilation_after_the_first_epoch(synthetic_dir, tmp_path, monkeypat
   assert first_epoch.count(program) == 2, first_epoch
   for epoch, names in enumerate(compiles_at_epoch_end[1:], start=2):
     assert names == first_epoch, f'epoch {epoch} compiled {names[len(first_epoch):]}'
+
+
+def test_a_second_run_of_the_same_config_compiles_nothing(synthetic_dir, tmp_path):
+  """The model, optimizer and augmentation a config builds are built once per process, so a
+  second run of it (a sweep's, a test's) reuses every compiled program, and trains the same."""
+  config = tiny_config(synthetic_dir, epochs=1)
+  config.augment.horizontal_flip = True
+  first = train_and_evaluate(config, str(tmp_path / 'first'))
+  with compile_counter() as compiled:
+    second = train_and_evaluate(config, str(tmp_path / 'second'))
+  assert compiled == []
+  assert second['test_loss'] == first['test_loss'] and second['test_accuracy'] == first[
+      'test_accuracy']
+
+
+def test_only_an_identical_config_reuses_what_an_earlier_one_built(synthetic_dir):
+  """What a run builds is reused for the same model, optim and augment configs (and epochs),
+  whatever else differs, and never for a different one."""
+  from cifar_jax.data import augment  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import setup  # pylint: disable=g-import-not-at-top
+
+  def built(key=None, value=None):
+    config = tiny_config(synthetic_dir)
+    config.augment.horizontal_flip = True
+    if key:
+      section, name = key.split('.')
+      config[section][name] = value
+    run = setup.RunSetup.create(config)
+    return (*run.model_and_tx(), run.input_pipeline.augment)
+
+  def same(a, b):
+    return [x is y for x, y in zip(a, b, strict=True)]
+
+  first = built()
+  assert same(built(), first) == [True, True, True]
+  assert same(built('train.steps_per_dispatch', 3), first) == [True, True, True]
+  assert same(built('optim.learning_rate', 0.5), first)[1:] == [False, True]
+  assert same(built('augment.vertical_flip', True), first) == [True, True, False]
+  assert same(built('train.epochs', 3), first)[1:] == [False, True]  # The schedule's length.
+  layers = tiny_config().model.layers
+  assert same(built('model.layers', layers[:-2] + layers[-1:]), first) == [False, False, True]
+  # An int range is a choice of whole shifts, a float one a fraction of the image.
+  assert augment.make_augment_fn(dict(width_shift_range=2)) is not augment.make_augment_fn(
+      dict(width_shift_range=2.0))

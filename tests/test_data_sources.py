@@ -103,6 +103,26 @@ def test_limits_keep_the_first_images_of_each_split(tmp_path, kind, read):
       read(path, (num_train, num_test))
 
 
+@pytest.mark.parametrize('kind', ['py', 'tarball'])
+def test_a_repeated_synthetic_write_is_a_copy_of_the_first_and_its_own(tmp_path, kind):
+  """tests/synthetic_cifar.py writes a python copy or a tarball once per process and copies it
+  after (the pure-Python pickler takes seconds a copy): the same bytes, and a test's changes to
+  its copy reach no other. (The arguments of this file's other tests: no extra writes.)"""
+  def write(root):
+    if kind == 'tarball':
+      return synthetic_cifar.write_tarball(root, 'bin', NUM_TRAIN, NUM_TEST)
+    return _write('py', root)
+
+  def contents(path):
+    files = sorted(path.rglob('*')) if path.is_dir() else [path]
+    return {f.relative_to(path.parent): f.read_bytes() for f in files if f.is_file()}
+
+  first = write(tmp_path / 'first')
+  written = contents(first)
+  (next(first.rglob('*test_batch*')) if first.is_dir() else first).write_bytes(b'changed')
+  assert contents(write(tmp_path / 'second')) == written
+
+
 def test_binary_pixel_order_is_hwc(tmp_path):
   # Built from raw bytes, not from the helper, so a shared transposition bug cannot hide.
   row, col = 2, 5

@@ -15,10 +15,12 @@ import pytest
 
 from cifar_jax.data import cifar10
 from cifar_jax.data.cifar10 import DataError
+from cifar_jax.train import checkpointing
 from cifar_jax.train import steps
 from cifar_jax.train import train_and_evaluate
 from tests import synthetic_cifar
-from tests.conftest import REPO, forget_train_step_programs, tiny_config
+from tests.conftest import REPO, compile_counter, forget_train_step_programs, tiny_config
+from tests.conftest import tiny_state
 
 TINY = '--config=tests/tiny_config.py'
 # A data folder that does not exist: a config error must be reported before the data is looked for.
@@ -263,3 +265,37 @@ def test_a_corrupt_checkpoint_fallback_is_one_warning_line_and_is_set_aside(synt
   with caplog.at_level(logging.WARNING, logger='cifar_jax'):
     train_and_evaluate(config, workdir)
   assert not [r for r in caplog.records if r.name.startswith('cifar_jax')], caplog.text
+
+
+def _poison(state, where, value):
+  """`state` with the first value of its first float array under `where` (a TrainState field)
+  set to `value`."""
+  leaves, treedef = jax.tree.flatten(getattr(state, where))
+  i = next(i for i, x in enumerate(leaves) if jnp.issubdtype(x.dtype, jnp.floating))
+  leaves[i] = leaves[i].at[(0,) * leaves[i].ndim].set(value)
+  return state.replace(**{where: jax.tree.unflatten(treedef, leaves)})
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
+@pytest.mark.parametrize('where', ['params', 'batch_stats', 'opt_state'])
+def test_the_host_and_the_device_finiteness_checks_agree(where, value):
+  """Arrays this process holds whole are checked on the host (NumPy: nothing to compile before
+  a run's first save); arrays sharded across processes on the devices. Both flag the same
+  arrays, and a state holding NaN or Inf is refused, naming the array."""
+  state, _, _ = tiny_state(tiny_config())
+  for tree, bad in ((state, None), (_poison(state, where, value), where)):
+    leaves = [x for x in jax.tree.leaves(tree)
+              if hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.inexact)]
+    # pylint: disable=protected-access
+    with compile_counter() as compiled:
+      on_host = checkpointing._finite_flags(leaves)
+      what = checkpointing._nonfinite_in_checkpoint(tree, None, None)
+    assert not compiled, compiled
+    on_device = checkpointing._finite_flags_on_device(leaves)
+    # pylint: enable=protected-access
+    assert on_host.tolist() == jax.device_get(on_device).tolist()
+    if bad is None:
+      assert on_host.all() and what is None
+    else:
+      assert (~on_host).sum() == 1
+      assert what.startswith(f'state.{bad}') and what.endswith('holds NaN or Inf'), what

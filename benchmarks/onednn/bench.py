@@ -42,6 +42,7 @@ from jax import lax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
 import onednn_conv  # pylint: disable=g-import-not-at-top
 
@@ -143,10 +144,6 @@ def bench_shape(name: str, batch: int, reps: int) -> dict:
   return row
 
 
-def cpu_name() -> str:
-  with open('/proc/cpuinfo') as f:
-    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
-
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -164,7 +161,7 @@ def main():
     print(f'error: {onednn_conv.LIBRARY} missing or not loadable; build it first: '
           'bash benchmarks/onednn/build.sh .venv/bin/python', file=sys.stderr)
     sys.exit(2)
-  header = {'cpu': cpu_name(), 'cores': os.cpu_count(), 'onednn': onednn_conv.version(),
+  header = {'cpu': host_cpu.describe(), 'cores': os.cpu_count(), 'onednn': onednn_conv.version(),
             'onednn_threads': int(os.environ.get('ONEDNN_CONV_THREADS', '2')),
             'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'reps': args.reps, 'load_average_start': os.getloadavg()}

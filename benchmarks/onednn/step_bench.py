@@ -33,11 +33,10 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
-from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
-from config_file import load_config  # pylint: disable=g-import-not-at-top
+from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
+from config_file import load_config, random_step_inputs  # pylint: disable=g-import-not-at-top
 import onednn_conv  # pylint: disable=g-import-not-at-top
 
 
@@ -72,13 +71,7 @@ def bench_config(path: str, batch_size: int, reps: int) -> dict:
   if batch_size:
     config.train.batch_size = batch_size
   n = config.train.batch_size
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
-  labels = rng.integers(0, 10, (n,), dtype=np.int32)
-  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
-  state = create_train_state(config, create_model(config.model), tx,
-                             pipeline.make_input_pipeline(config, images))
-  batch = jax.device_put({'image': images, 'label': labels})
+  state, batch = random_step_inputs(config)
   compiled = {'cifar_jax': lower(steps.train_step, state, batch, False),
               'onednn': lower(steps.train_step, state, batch, True)}
   calls = {name: len(re.findall(r'custom_call_target="onednn_conv_', c.as_text()))
@@ -108,10 +101,6 @@ def bench_config(path: str, batch_size: int, reps: int) -> dict:
   return row
 
 
-def cpu_name() -> str:
-  with open('/proc/cpuinfo') as f:
-    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
-
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -137,7 +126,7 @@ def main():
           f"{row['speedup_onednn']:7.2f} {row['grad_max_rel_diff']:13.1e}", flush=True)
     if args.out:
       with open(args.out, 'w') as f:
-        json.dump({'cpu': cpu_name(), 'onednn': onednn_conv.version(), 'jax': jax.__version__,
+        json.dump({'cpu': host_cpu.describe(), 'onednn': onednn_conv.version(), 'jax': jax.__version__,
                    'load_average_end': os.getloadavg(), 'rows': rows}, f, indent=1)
 
 

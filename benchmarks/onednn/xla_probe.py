@@ -68,19 +68,9 @@ def programs():
   out['dense'] = (jax.jit(jax.value_and_grad(dense_loss, argnums=(0, 1, 2))), (a, b, bias))
 
   sys.path.insert(0, BENCH)
-  from config_file import load_config  # pylint: disable=g-import-not-at-top
-  from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from cifar_jax.train import create_train_state, optimizers, steps  # pylint: disable=g-import-not-at-top
-  config = load_config('configs/redes/m1.py')
-  n = config.train.batch_size
-  images = rng.integers(0, 256, (n, *config.model.input_shape), dtype=np.uint8)
-  labels = rng.integers(0, 10, (n,), dtype=np.int32)
-  tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
-  state = create_train_state(config, create_model(config.model), tx,
-                             pipeline.make_input_pipeline(config, images))
-  batch = jax.device_put({'image': images, 'label': labels})
-  out['m1'] = (jax.jit(steps.train_step), (state, batch))
+  from config_file import load_config, random_step_inputs  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
+  out['m1'] = (jax.jit(steps.train_step), random_step_inputs(load_config('configs/redes/m1.py')))
   return out
 
 
@@ -159,14 +149,11 @@ def main():
     print(f'{setting:26} ' + '  '.join(f"{name} {1000 * row['median_s']:7.1f}"
                                       for name, row in rows.items()))
   if args.out:
+    sys.path.insert(0, BENCH)
+    import json_out  # pylint: disable=g-import-not-at-top  (names the CPU, XLA_FLAGS untouched)
     with open(args.out, 'w') as f:
-      json.dump({'cpu': cpu_name(), 'load_average_end': os.getloadavg(), 'results': results}, f,
-                indent=1)
-
-
-def cpu_name() -> str:
-  with open('/proc/cpuinfo') as f:
-    return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+      json.dump({'cpu': json_out.cpu(), 'load_average_end': os.getloadavg(), 'results': results},
+                f, indent=1)
 
 
 if __name__ == '__main__':

@@ -52,6 +52,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from cifar_jax import memo
 from cifar_jax.data import keras_layers
 from cifar_jax.data import layer_spec
 from cifar_jax.data import research_augment
@@ -352,12 +353,22 @@ def apply_transform(images, params, fill_mode='nearest', cval=0.0):
   return images
 
 
+# The functions make_augment_fn and make_layers_fn built, by parsed config (cifar_jax.memo says
+# why). The key holds the spec's repr too: equal specs whose values differ in type (1 and 1.0)
+# are not shared.
+_BUILT = memo.Memo()
+
+
 def make_augment_fn(augment_config) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
   """fn(rng, images) -> images for float [B, H, W, C] in raw 0..255 pixels (Keras transforms
   before `rescale`), or None when every option is off. Pure, jittable and vmappable."""
   spec = _parse(augment_config)
   if not spec.enabled:
     return None
+  return _BUILT.get(('augment', spec, repr(spec)), lambda: _augment_fn(spec))
+
+
+def _augment_fn(spec: _Spec):
 
   def augment(rng: Any, images: jax.Array) -> jax.Array:
     b, height, width, _ = images.shape
@@ -375,6 +386,10 @@ def make_layers_fn(augment_config) -> Callable[[jax.Array, jax.Array], jax.Array
   layers = _parse(augment_config).layers
   if not layers:
     return None
+  return _BUILT.get(('layers', layers, repr(layers)), lambda: _layers_fn(layers))
+
+
+def _layers_fn(layers):
 
   def apply_layers(rng: Any, images: jax.Array) -> jax.Array:
     for i, layer in enumerate(layers):

@@ -14,8 +14,11 @@ mid-save leaves the previous checkpoint as the newest valid one. The workdir may
 (cifar_jax.paths): orbax reaches it through etils.epath and TensorStore's gcs driver.
 
 A checkpoint is only written from a finite state: every float in the params, BatchNorm
-statistics, optimizer state, EarlyStopping snapshots and the metric sums of an unfinished epoch
-(one jitted reduction on the device, a bool per array back to the host). A state that is not is
+statistics, optimizer state, EarlyStopping snapshots and the metric sums of an unfinished epoch.
+Arrays this process holds whole are checked on the host with NumPy (no program to compile: a
+run's first save, and each launch of a short run, would otherwise compile one); arrays sharded
+across processes, of which no process holds all, by one jitted reduction where they live (a
+bool per array back to the host). Both give the same answer. A state that is not is
 refused with `NonFiniteStateError`, naming the array and the last checkpoint kept, so a later run
 never resumes from (or evaluates) a diverged state; a restored checkpoint is checked the same
 way and skipped like an unreadable one.
@@ -61,9 +64,19 @@ class NonFiniteStateError(FloatingPointError):
 
 
 @jax.jit
-def _finite_flags(leaves):
+def _finite_flags_on_device(leaves):
   # One program per state structure: a bool per float array, computed where the arrays live.
   return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def _finite_flags(leaves) -> np.ndarray:
+  """A bool per array of `leaves`: all its values finite. On the host when this process holds
+  every array whole, else on the devices."""
+  if all(getattr(x, 'is_fully_addressable', True) for x in leaves):
+    return np.array([bool(np.isfinite(x).all()) for x in jax.device_get(leaves)])
+  flags = _finite_flags_on_device(leaves)
+  # Replicated result: any local copy holds all of it.
+  return np.asarray(flags.addressable_shards[0].data)
 
 
 def first_nonfinite(tree) -> str | None:
@@ -80,9 +93,6 @@ def first_nonfinite(tree) -> str | None:
   if not leaves:
     return None
   flags = _finite_flags(leaves)
-  # Replicated (or single-device) result: any local copy holds all of it.
-  flags = np.asarray(flags.addressable_shards[0].data if hasattr(flags, 'addressable_shards')
-                     else flags)
   bad = np.flatnonzero(~flags)
   return jax.tree_util.keystr(paths[bad[0]]) if bad.size else None
 

@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from cifar_jax import memo
 from cifar_jax.data import pipeline
 from cifar_jax.models import airbench
 from cifar_jax.models import create_model
@@ -62,6 +63,20 @@ def array_splits(images, labels) -> pipeline.Splits:
                          class_names=tuple(str(i) for i in range(10)), source='arrays')
 
 
+def config_key(config) -> str | None:
+  """`config` as sorted JSON: equal for configs equal in every value and type (1 and 1.0
+  differ); None when a value has no JSON form (or `config` is no ConfigDict)."""
+  try:
+    return config.to_json_best_effort(sort_keys=True)
+  except (AttributeError, TypeError, ValueError):
+    return None
+
+
+# Model and optimizer objects built by RunSetup.model_and_tx, by what they are built from (the
+# model and optim configs, the phase's epochs and steps per epoch); cifar_jax.memo says why.
+_BUILT = memo.Memo()
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
   """Everything a config builds before its first step (host side, nothing replicated)."""
@@ -103,8 +118,15 @@ class RunSetup:
     return summarize(self.model, self.config.model.input_shape)
 
   def model_and_tx(self, phase: freezing.Phase | None = None):
-    """The model and (freezing-aware) optimizer of `phase` (default: the first)."""
+    """The model and (freezing-aware) optimizer of `phase` (default: the first): the same
+    objects for the same model and optim configs in this process (cifar_jax.memo)."""
     phase = phase or self.phases[0]
+    # What the builders read: config.model (create_model, freezing) and config.optim.
+    key = (config_key(phase.config.model), config_key(phase.config.optim), phase.first_epoch,
+           phase.end_epoch, self.plan.steps_per_epoch, self.bottleneck)
+    return _BUILT.get(None if None in key[:2] else key, lambda: self._build_model_and_tx(phase))
+
+  def _build_model_and_tx(self, phase: freezing.Phase):
     model, tx = freezing.phase_model_and_tx(phase, self.plan.steps_per_epoch)
     if self.bottleneck:  # Only the head trains; its params are the transfer model's 'head'.
       model = transfer.head_model(model)

@@ -1,6 +1,7 @@
 """The TrainState: everything a train or eval step needs, as one pytree."""
 
 import contextlib
+import functools
 from typing import Any
 
 import flax.struct
@@ -51,10 +52,9 @@ CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
                              'xla_llvm_disable_expensive_passes': True}
 
 
-def init_variables(model, input_shape, seed: int):
-  """Initialises params and batch_stats (jitted, so big models initialise fast)."""
+def _init_fn(model, input_shape):
+  """model's init as a function of its key, jitted."""
   x = jnp.zeros((1, *input_shape), jnp.float32)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), INIT_STREAM)
 
   @jax.jit
   def init(key):
@@ -62,10 +62,37 @@ def init_variables(model, input_shape, seed: int):
     variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
     return variables['params'], variables.get('batch_stats', {})
 
+  return init
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(model, model_repr, input_shape, key, options, trace_settings):
+  """The compiled init of `model`: a process initialising the same model again (another run
+  or seed of a config, a test's second run) reuses it. Flax modules are equal, and hash alike,
+  when their fields are; `model_repr` tells apart fields equal in value but not in type (1 and
+  1.0). `key`: the key's shape, type and placement. `trace_settings`: the jax settings that
+  change what init traces to, as in jit's own cache key. The seed is the compiled program's
+  argument, so the values are unchanged."""
+  del model_repr, trace_settings
+  return _init_fn(model, input_shape).lower(key).compile(
+      compiler_options=dict(options) if options is not None else None)
+
+
+def init_variables(model, input_shape, seed: int):
+  """Initialises params and batch_stats (jitted, so big models initialise fast)."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), INIT_STREAM)
   if isinstance(key, jax.core.Tracer):  # Traced (e.g. jax.eval_shape of a state): no compile.
-    return init(key)
+    return _init_fn(model, tuple(input_shape))(key)
   options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
-  return init.lower(key).compile(compiler_options=options)(key)
+  options = tuple(sorted(options.items())) if options is not None else None
+  key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=key.sharding)
+  args = (model, repr(model), tuple(input_shape), key_spec, options,
+          (jax.config.jax_default_matmul_precision, jax.config.jax_enable_x64))
+  try:
+    compiled = _compiled_init(*args)
+  except TypeError:  # A model with an unhashable field: compiled for this call only.
+    compiled = _compiled_init.__wrapped__(*args)
+  return compiled(key)
 
 
 def create_train_state(config, model, tx, input_pipeline: InputPipeline,
