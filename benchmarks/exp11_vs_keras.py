@@ -462,7 +462,7 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
     labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
-  result = {'config': args.config, 'batch_size': batch_size, 'jax': jax.__version__,
+  result = {'cpu': json_out.cpu(), 'config': args.config, 'batch_size': batch_size, 'jax': jax.__version__,
             'data': 'cifar10 data_batch_1' if args.data_dir else 'random uint8',
             'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_average_start': os.getloadavg(),
             'variants': {}}

@@ -44,6 +44,10 @@ Keras conventions kept on purpose, quirks included:
   saturated at 255 for factors > 1. An image
   with values outside 0..255 (a `cval` outside it) is first stretched to 0..255 and back after,
   as Keras's `apply_brightness_shift(x, factor, scale=False)` does.
+
+The module is a little past the usual ~400 lines: ImageDataGenerator's transform is one matrix
+composed from every option and applied once, so its parts stay together and the quirks above
+stay beside the code that reproduces them.
 """
 
 import dataclasses
