@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIERS = {
     'cheap': ('exp0', 'p2cnn/exp1', 'p2cnn/exp2', 'proyecto4/exp1', 'proyecto4/exp1_val_on_test',
               'proyecto4/exp2', 'proyecto4/exp3', 'arquitecturas/a2', 'arquitecturas/a2_leaky', 'redes/m0',
-              'redes/m0_linear_conv', 'redes/m1', 'redes/m2', 'redes/m3'),
+              'redes/m0_relu_conv', 'redes/m1', 'redes/m2', 'redes/m3'),
     'medium': tuple(f'exp{i}' for i in range(1, 8)),
     'accelerator': (
         'exp8a', 'exp8b', 'exp9', 'exp10', 'exp11', 'exp12',
@@ -58,14 +58,14 @@ TIERS = {
 }
 # Seeds per config (default 1): three where a claim rests on the mean.
 # The alternative readings get as many, to compare with the reading they question.
-NUM_SEEDS = {name: 3 for name in ('exp0', 'redes/m0', 'redes/m0_linear_conv', 'redes/m1',
+NUM_SEEDS = {name: 3 for name in ('exp0', 'redes/m0', 'redes/m0_relu_conv', 'redes/m1',
                                   'p2cnn/exp1', 'proyecto4/exp1', 'proyecto4/exp1_val_on_test',
                                   'proyecto4/exp2')}
 # Configs whose seeds train in one program (--config.num_seeds): where that is faster than runs
 # one after another on CPU (redes/m0: 4 seeds cost 1.06x one seed per epoch; the other small
-# models already keep both cores busy with one seed, README "Predict and sweeps"); m0's linear
+# models already keep both cores busy with one seed, README "Predict and sweeps"); m0's relu
 # reading is the same size.
-SEEDS_TOGETHER = frozenset({'redes/m0', 'redes/m0_linear_conv'})
+SEEDS_TOGETHER = frozenset({'redes/m0', 'redes/m0_relu_conv'})
 REPORT_ORDER = ('entregable4', 'p2cnn', 'proyecto4', 'arquitecturas', 'redes', 'fast')
 # Flags the zoo sets itself.
 _OWN_FLAGS = ('--config', '--workdir', '--config.seed', '--config.num_seeds', '--config.data.dir')

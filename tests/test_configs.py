@@ -56,7 +56,7 @@ PARAMS = {
        for name in ('a3', 'a3_da_peor', 'a3_da_mejor')},
     # redes
     'redes/m0': (98_993, 98_993, 0),
-    'redes/m0_linear_conv': (98_993, 98_993, 0),  # m0's other reading (linear conv).
+    'redes/m0_relu_conv': (98_993, 98_993, 0),  # m0's other reading (relu conv).
     'redes/m1': (127_130, 127_130, 0),
     'redes/m2': (359_402, 359_402, 0),
     'redes/m3': (360_298, 359_850, 448),
