@@ -11,8 +11,11 @@ gradients inside a 2-step `lax.fori_loop`, where XLA:CPU leaves its own gradient
 in a slow layout (XLA's in a loop only with --xla_in_loop: minutes per shape).
 
 Then the train step of configs/exp11.py and configs/exp0.py traced with CIFAR_JAX_CONV_GRAD=xla
-(plain convolutions) and =auto (the default), both compiled in one process and run interleaved.
-Other processes on the machine skew wall times (CPU time less so): the load average is recorded.
+(plain convolutions) and =auto (the default), or the --modes given (e.g. auto,tuned: 'tuned'
+measures each weight-gradient shape at trace time, or reads conv_tuning's cache), all compiled
+in one process and run interleaved; with 'tuned', the choices per shape, their measured times
+and 'auto''s choice. Other processes on the machine skew wall times (CPU time less so): the
+load average is recorded.
 """
 
 import argparse
@@ -121,9 +124,19 @@ def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: i
   }
 
 
+def _steps_in_loop(num_steps: int, sums_shape, state, batch):
+  """num_steps train steps on `batch` in a fori_loop: (last state, last step's sums)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  sums = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), sums_shape)
+  return jax.lax.fori_loop(0, num_steps, lambda _, c: steps_lib.train_step(c[0], batch),
+                           (state, sums))
+
+
 def measure_train_steps(config_path: str, batch_size: int, steps: int,
-                        modes=('xla', 'auto')) -> list[dict]:
-  """Median seconds of the jitted train step on one fixed batch, per conv mode.
+                        modes=('xla', 'auto'), in_loop: int = 0) -> list[dict]:
+  """Median seconds of the jitted train step on one fixed batch, per conv mode (with in_loop,
+  per step of a program running that many steps in a `lax.fori_loop`, as training on CPU does).
 
   Each mode's step is traced with CIFAR_JAX_CONV_GRAD set to it (after clearing jax's caches,
   which would otherwise reuse the first trace); the compiled steps then run interleaved.
@@ -139,6 +152,7 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   images = rng.integers(0, 256, (batch_size, *config.model.input_shape), dtype=np.uint8)
   labels = rng.integers(0, 10, (batch_size,), dtype=np.int32)
   config.train.batch_size = batch_size
+  config.train.steps_per_epoch = 0  # One batch is the whole training split here.
   batch = jax.device_put({'image': images, 'label': labels})
 
   states, compiled, first_step = {}, {}, {}
@@ -150,7 +164,11 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
       splits = setup.array_splits(images, labels)
       states[mode], _ = setup.create_train_state_from_config(config, splits)
       start = time.perf_counter()
-      compiled[mode] = jax.jit(steps_lib.train_step, donate_argnums=0).lower(
+      step = steps_lib.train_step
+      if in_loop:
+        sums_shape = jax.eval_shape(steps_lib.train_step, states[mode], batch)[1]
+        step = functools.partial(_steps_in_loop, in_loop, sums_shape)
+      compiled[mode] = jax.jit(step, donate_argnums=0).lower(
           states[mode], batch).compile()
       states[mode], sums = compiled[mode](states[mode], batch)  # Warmup.
       jax.block_until_ready(sums)
@@ -170,8 +188,9 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
       wall[mode].append(time.perf_counter() - start)
       cpu[mode].append(time.process_time() - start_cpu)
   median = lambda t: sorted(t)[len(t) // 2]
-  return [{'config': config_path, 'mode': mode, 'batch_size': batch_size,
-           'step_seconds': median(wall[mode]), 'step_cpu_seconds': median(cpu[mode]),
+  per = max(1, in_loop)
+  return [{'config': config_path, 'mode': mode, 'batch_size': batch_size, 'in_loop': in_loop,
+           'step_seconds': median(wall[mode]) / per, 'step_cpu_seconds': median(cpu[mode]) / per,
            'first_step_seconds': first_step[mode],
            'load_average': os.getloadavg()}
           for mode in modes]
@@ -186,6 +205,10 @@ def main():
                       help="comma-separated; '' skips the train steps")
   parser.add_argument('--batch_size', type=int, default=64, help='train-step batch')
   parser.add_argument('--steps', type=int, default=5, help='timed train steps per mode')
+  parser.add_argument('--modes', default='xla,auto',
+                      help='CIFAR_JAX_CONV_GRAD values of the train steps (times: x the first)')
+  parser.add_argument('--steps_in_loop', type=int, default=0,
+                      help='time train steps as a fori_loop of this many (0: one jitted step)')
   parser.add_argument('--xla_in_loop', action='store_true',
                       help="also XLA's own gradients in a loop (slow: minutes per shape)")
   args = parser.parse_args()
@@ -204,16 +227,27 @@ def main():
         f"{row[c + '_gflops']:17.1f}" if c + '_gflops' in row else f"{'-':>17}"
         for c in columns), flush=True)
 
+  modes = tuple(args.modes.split(','))
   for config_path in [c for c in args.train_configs.split(',') if c]:
-    plain, custom = measure_train_steps(config_path, args.batch_size, args.steps)
-    result['train_steps'].extend([plain, custom])
-    print(f"{config_path} train step, batch {args.batch_size}: plain "
-          f"{1000 * plain['step_seconds']:.0f} ms ({1000 * plain['step_cpu_seconds']:.0f} ms "
-          f"CPU), custom {1000 * custom['step_seconds']:.0f} ms "
-          f"({1000 * custom['step_cpu_seconds']:.0f} ms CPU): "
-          f"{plain['step_seconds'] / custom['step_seconds']:.2f}x wall, "
-          f"{plain['step_cpu_seconds'] / custom['step_cpu_seconds']:.2f}x CPU "
-          f"(load {custom['load_average'][0]:.1f})", flush=True)
+    rows = measure_train_steps(config_path, args.batch_size, args.steps, modes,
+                               args.steps_in_loop)
+    result['train_steps'].extend(rows)
+    base = rows[0]
+    print(f"{config_path} train step, batch {args.batch_size}: " + ', '.join(
+        f"{r['mode']} {1000 * r['step_seconds']:.0f} ms ({1000 * r['step_cpu_seconds']:.0f} ms "
+        f"CPU, {base['step_seconds'] / r['step_seconds']:.2f}x wall, "
+        f"{base['step_cpu_seconds'] / r['step_cpu_seconds']:.2f}x CPU of {base['mode']}; "
+        f"first step {r['first_step_seconds']:.1f} s)" for r in rows) +
+          f" (load {rows[-1]['load_average'][0]:.1f})", flush=True)
+  if 'tuned' in modes:
+    from cifar_jax.models import conv_tuning  # pylint: disable=g-import-not-at-top
+    result['tuned'] = {'machine': conv_tuning.machine_key(), 'measured': conv_tuning.measured,
+                       'choices': conv_tuning.entries()}
+    for key, entry in conv_tuning.entries().items():
+      auto = 'matmul' if 'kernel (1, 1)' in key else 'conv'  # 'auto''s rule, for 2D kernels.
+      times = ', '.join(f'{k} {1e3 * v:.2f} ms' for k, v in entry.get('seconds', {}).items())
+      print(f"tuned {entry['form']:6} (auto {auto}{', DIFFERS' if auto != entry['form'] else ''})"
+            f" {key}: {times or 'from cache'}")
   result['load_average_end'] = os.getloadavg()
   json_out.write(args.out, result)
 

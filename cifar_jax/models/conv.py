@@ -20,8 +20,9 @@ lax.conv_general_dilated.
 
 CIFAR_JAX_CONV_GRAD picks the CPU weight gradient: 'auto' (the default; as above), 'conv' (the
 explicit convolution for every kernel), 'matmul' (a matmul per kernel tap for every kernel),
-'xla' (plain lax.conv_general_dilated everywhere, gradients included). It is read when a
-convolution is traced, so a jitted function keeps the choice it was traced with.
+'tuned' (the faster of those two per layer shape, measured on this CPU at first use and cached
+on disk: conv_tuning), 'xla' (plain lax.conv_general_dilated everywhere, gradients included).
+It is read when a convolution is traced, so a jitted function keeps the choice it was traced with.
 """
 
 import functools
@@ -33,8 +34,10 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from cifar_jax.models import conv_tuning
+
 ENV_VAR = 'CIFAR_JAX_CONV_GRAD'
-MODES = ('auto', 'conv', 'matmul', 'xla')
+MODES = ('auto', 'conv', 'matmul', 'tuned', 'xla')
 
 # Rows (batch x output pixels) per matmul in a tap's contraction: it runs as a batched matmul
 # of at least this many rows per batch entry, then a sum. One matmul contracting 10^5+ rows into
@@ -148,10 +151,27 @@ def xla_grads(spec: ConvSpec, lhs, rhs, dy):
 
 def _cpu_grads(spec: ConvSpec, lhs, rhs, dy):
   kernel_size = rhs.shape[:-2]
-  use_matmul = mode() == 'matmul' or (mode() == 'auto' and _prod(kernel_size) == 1)
-  weight_grad = matmul_weight_grad if use_matmul else conv_weight_grad
-  dw = weight_grad(lhs, dy, kernel_size, spec.strides, spec.padding, spec.precision)
+  dw = _bound_weight_grad(weight_grad_form(lhs, dy, kernel_size, spec), kernel_size, spec, lhs, dy)
   return conv_input_grad(dy, rhs, lhs.shape, spec).astype(lhs.dtype), dw.astype(rhs.dtype)
+
+
+def weight_grad_form(lhs, dy, kernel_size: Sequence[int], spec: ConvSpec) -> str:
+  """'conv' or 'matmul': the CPU weight gradient the mode picks for this problem."""
+  chosen = mode()
+  if chosen in ('conv', 'matmul'):
+    return chosen
+  if chosen == 'tuned':
+    forms = {name: functools.partial(_bound_weight_grad, name, kernel_size, spec)
+             for name in ('conv', 'matmul')}
+    key = conv_tuning.problem_key(lhs, dy, kernel_size, spec.strides, spec.padding,
+                                  spec.precision)
+    return conv_tuning.fastest(key, forms, lhs, dy)
+  return 'matmul' if _prod(kernel_size) == 1 else 'conv'
+
+
+def _bound_weight_grad(form: str, kernel_size, spec: ConvSpec, lhs, dy):
+  weight_grad = matmul_weight_grad if form == 'matmul' else conv_weight_grad
+  return weight_grad(lhs, dy, kernel_size, spec.strides, spec.padding, spec.precision)
 
 
 # --- The input gradient as a convolution with explicit transposes. ----------------------------
