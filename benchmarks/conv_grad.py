@@ -10,7 +10,7 @@ weight gradient for 1x1 kernels) and of the matmul-per-tap weight gradient; then
 gradients inside a 2-step `lax.fori_loop`, where XLA:CPU leaves its own gradient convolutions
 in a slow layout (XLA's in a loop only with --xla_in_loop: minutes per shape).
 
-Then the train step of configs/exp11.py and configs/exp0.py traced with CIFAR_JAX_CONV_GRAD=xla
+Then the train step of configs/exp11.py and configs/exp0.py traced with model.conv_grad=xla
 (plain convolutions) and =auto (the default), or the --modes given (e.g. auto,tuned: 'tuned'
 measures each weight-gradient shape at trace time, or reads conv_tuning's cache), all compiled
 in one process and run interleaved; with 'tuned', the choices per shape, their measured times
@@ -138,12 +138,11 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   """Median seconds of the jitted train step on one fixed batch, per conv mode (with in_loop,
   per step of a program running that many steps in a `lax.fori_loop`, as training on CPU does).
 
-  Each mode's step is traced with CIFAR_JAX_CONV_GRAD set to it (after clearing jax's caches,
-  which would otherwise reuse the first trace); the compiled steps then run interleaved.
+  Each mode's step is traced with model.conv_grad set to it; the compiled steps then run
+  interleaved.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import conv  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import setup  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
@@ -156,28 +155,19 @@ def measure_train_steps(config_path: str, batch_size: int, steps: int,
   batch = jax.device_put({'image': images, 'label': labels})
 
   states, compiled, first_step = {}, {}, {}
-  previous = os.environ.get(conv.ENV_VAR)
-  try:
-    for mode in modes:
-      os.environ[conv.ENV_VAR] = mode
-      jax.clear_caches()
-      splits = setup.array_splits(images, labels)
-      states[mode], _ = setup.create_train_state_from_config(config, splits)
-      start = time.perf_counter()
-      step = steps_lib.train_step
-      if in_loop:
-        sums_shape = jax.eval_shape(steps_lib.train_step, states[mode], batch)[1]
-        step = functools.partial(_steps_in_loop, in_loop, sums_shape)
-      compiled[mode] = jax.jit(step, donate_argnums=0).lower(
-          states[mode], batch).compile()
-      states[mode], sums = compiled[mode](states[mode], batch)  # Warmup.
-      jax.block_until_ready(sums)
-      first_step[mode] = time.perf_counter() - start
-  finally:
-    if previous is None:
-      os.environ.pop(conv.ENV_VAR, None)
-    else:
-      os.environ[conv.ENV_VAR] = previous
+  for mode in modes:
+    config.model.conv_grad = mode  # A static field of the state: each mode traces its own step.
+    splits = setup.array_splits(images, labels)
+    states[mode], _ = setup.create_train_state_from_config(config, splits)
+    start = time.perf_counter()
+    step = steps_lib.train_step
+    if in_loop:
+      sums_shape = jax.eval_shape(steps_lib.train_step, states[mode], batch)[1]
+      step = functools.partial(_steps_in_loop, in_loop, sums_shape)
+    compiled[mode] = jax.jit(step, donate_argnums=0).lower(states[mode], batch).compile()
+    states[mode], sums = compiled[mode](states[mode], batch)  # Warmup.
+    jax.block_until_ready(sums)
+    first_step[mode] = time.perf_counter() - start
   wall = {mode: [] for mode in modes}
   cpu = {mode: [] for mode in modes}
   for _ in range(steps):
@@ -206,7 +196,7 @@ def main():
   parser.add_argument('--batch_size', type=int, default=64, help='train-step batch')
   parser.add_argument('--steps', type=int, default=5, help='timed train steps per mode')
   parser.add_argument('--modes', default='xla,auto',
-                      help='CIFAR_JAX_CONV_GRAD values of the train steps (times: x the first)')
+                      help='model.conv_grad values of the train steps (times: x the first)')
   parser.add_argument('--steps_in_loop', type=int, default=0,
                       help='time train steps as a fori_loop of this many (0: one jitted step)')
   parser.add_argument('--xla_in_loop', action='store_true',

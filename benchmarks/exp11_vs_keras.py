@@ -16,14 +16,14 @@ it) of random uint8 images, or CIFAR-10's first training images (--data_dir). Va
                  benchmarks/suite.py builds it (same initial weights), on images / 255 in float32
   keras_highest  the same, traced under jax.default_matmul_precision('highest')
   ours           cifar_jax's `steps.train_step`, one step per call, as the CPU loop runs it
-                 (CIFAR_JAX_CONV_GRAD=auto, the config's on-device augmentation)
+                 (model.conv_grad=auto, the config's on-device augmentation)
   ours_noaug     the same without the augmentation (Keras's step has none: fit gets augmented
                  images from the host)
   ours_default   the same with model.matmul_precision='default' (the config says 'highest')
   ours_keras_bn  the same with BatchNorm in Keras's formulation (`keras_form_batch_norm`: the
                  statistics as jnp.mean and jnp.var, then x * inv + (beta - mean * inv)) in
                  place of flax's nn.BatchNorm ((x - mean) * inv + beta)
-  ours_xla / ours_conv / ours_matmul   CIFAR_JAX_CONV_GRAD=xla / conv / matmul (for 3x3
+  ours_xla / ours_conv / ours_matmul   model.conv_grad=xla / conv / matmul (for 3x3
                  kernels 'conv' is what 'auto' picks: the same program as ours)
   ours_loop      --loop_steps steps per call in a lax.fori_loop (train.device_loop=True's
                  program); reported per step
@@ -81,21 +81,6 @@ class Step:
     import jax  # pylint: disable=g-import-not-at-top
     self.state, out = self.compiled(self.state, *self.args)
     jax.block_until_ready(out)
-
-
-@contextlib.contextmanager
-def conv_mode(mode: str):
-  """CIFAR_JAX_CONV_GRAD=`mode` while a step is traced (conv.py reads it then)."""
-  from cifar_jax.models import conv  # pylint: disable=g-import-not-at-top
-  previous = os.environ.get(conv.ENV_VAR)
-  os.environ[conv.ENV_VAR] = mode
-  try:
-    yield
-  finally:
-    if previous is None:
-      os.environ.pop(conv.ENV_VAR, None)
-    else:
-      os.environ[conv.ENV_VAR] = previous
 
 
 def keras_form_batch_norm():
@@ -167,9 +152,9 @@ def build_ours(variant: str, config_path: str, batch_size: int, images, labels,
         config.augment[key] = value
   if variant == 'ours_default':
     config.model.matmul_precision = 'default'
+  config.model.conv_grad = CONV_MODES.get(variant, 'auto')
   tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
   with contextlib.ExitStack() as stack:
-    stack.enter_context(conv_mode(CONV_MODES.get(variant, 'auto')))
     if variant == 'ours_keras_bn':
       stack.enter_context(batch_norm_class(keras_form_batch_norm()))
     state = create_train_state(config, create_model(config.model), tx,

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 # medium ~11; accelerator: exp11 ~75, proyecto4/exp10 ~190, tl_vgg16 ~1,170 (224x224).
 TIERS = {
     'cheap': ('exp0', 'p2cnn/exp1', 'p2cnn/exp2', 'proyecto4/exp1', 'proyecto4/exp1_val_on_test',
-              'proyecto4/exp2', 'proyecto4/exp3', 'arquitecturas/a2', 'arquitecturas/a2_leaky', 'redes/m0',
+              'proyecto4/exp2', 'proyecto4/exp2_val_on_test', 'proyecto4/exp3', 'arquitecturas/a2', 'arquitecturas/a2_leaky', 'redes/m0',
               'redes/m0_relu_conv', 'redes/m1', 'redes/m2', 'redes/m3'),
     'medium': tuple(f'exp{i}' for i in range(1, 8)),
     'accelerator': (
@@ -60,7 +60,7 @@ TIERS = {
 # The alternative readings get as many, to compare with the reading they question.
 NUM_SEEDS = {name: 3 for name in ('exp0', 'redes/m0', 'redes/m0_relu_conv', 'redes/m1',
                                   'p2cnn/exp1', 'proyecto4/exp1', 'proyecto4/exp1_val_on_test',
-                                  'proyecto4/exp2')}
+                                  'proyecto4/exp2', 'proyecto4/exp2_val_on_test')}
 # Configs whose seeds train in one program (--config.num_seeds): where that is faster than runs
 # one after another on CPU (redes/m0: 4 seeds cost 1.06x one seed per epoch; the other small
 # models already keep both cores busy with one seed, README "Predict and sweeps"); m0's relu

@@ -99,6 +99,12 @@ def get_config():
       # on every backend; 'default' is the platform's own (TF32 on Ampere/Hopper GPUs, bfloat16
       # passes on TPU: faster, not the reports' arithmetic). CPUs compute float32 either way.
       matmul_precision='highest',
+      # The CPU convolutions' weight-gradient form (cifar_jax/models/conv.py): 'auto' (a matmul
+      # for 1x1 kernels, an explicit-layout convolution otherwise), 'conv', 'matmul', 'tuned'
+      # (the faster per layer shape, measured once per machine and cached), 'xla'; '' leaves
+      # $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: every form gives the same gradient to
+      # float32 rounding. Accelerators ignore it.
+      conv_grad='',
       # Transfer learning (name 'vgg16' | 'densenet121', cifar_jax/models/backbone.py): the
       # keras.applications network as a backbone, then `layers` as the head.
       backbone=ml_collections.ConfigDict(dict(

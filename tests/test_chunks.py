@@ -76,7 +76,17 @@ def test_a_device_loop_gives_the_same_bits_however_the_steps_are_dispatched(augm
 def test_a_device_loop_agrees_with_one_program_per_step_to_rounding(augmented_setup, split):
   looped = train_two_epochs(augmented_setup, split, True, 0)
   per_step = train_two_epochs(augmented_setup, split, False, 0)
-  for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(per_step), strict=True):
+  # The convolution feeds BatchNorm, which cancels its bias: the bias's exact gradient is 0 and
+  # what it gets is rounding, which Adam turns into steps of up to the learning rate either way
+  # (on a Zen 4 EPYC one element ended 5.6e-4 apart). So the bias is held to that bound only.
+  run_setup = augmented_setup[0]
+  adam_bound = run_setup.config.optim.learning_rate * 2 * run_setup.plan.steps_per_epoch
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(looped[0]),
+                          jax.tree.leaves(per_step[0]), strict=True):
+    name = jax.tree_util.keystr(path)
+    np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name,
+                               atol=adam_bound if name == "['conv2d']['bias']" else 1e-6)
+  for a, b in zip(jax.tree.leaves(looped[1:]), jax.tree.leaves(per_step[1:]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

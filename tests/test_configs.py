@@ -41,6 +41,7 @@ PARAMS = {
     # proyecto4
     'proyecto4/exp1': (159_146, 159_146, 0),
     'proyecto4/exp1_val_on_test': (159_146, 159_146, 0),  # exp1's other validation reading.
+    'proyecto4/exp2_val_on_test': (159_146, 159_146, 0),  # exp2's.
     'proyecto4/exp2': (159_146, 159_146, 0),
     'proyecto4/exp3': (305_546, 304_650, 896),
     **{f'proyecto4/exp{i}': (1_709_514, 1_707_466, 2_048) for i in (4, 5, 8)},

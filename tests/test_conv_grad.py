@@ -7,6 +7,7 @@ for even kernels), 'VALID' and explicit padding; odd sizes; batch 1. Programs lo
 platforms must keep XLA's gradient, op for op.
 """
 
+import os
 import re
 
 import jax
@@ -226,16 +227,22 @@ def test_model_gradients_match_plain_conv(config, mode, monkeypatch):
     _assert_close(g_custom, g, 1e-5)
 
 
-@pytest.mark.parametrize('w_shape, expected', [((1, 1, 8, 4), 'matmul'), ((3, 3, 8, 4), 'conv'),
-                                               ((6, 6, 8, 4), 'conv')])
-def test_auto_mode_uses_a_matmul_for_1x1_kernels_and_a_conv_otherwise(w_shape, expected,
-                                                                       monkeypatch):
+def _record_weight_grad_forms(monkeypatch) -> list[str]:
+  """A list that each traced weight gradient appends its form ('matmul' or 'conv') to."""
   used = []
   for form in ('matmul', 'conv'):
     original = getattr(conv, f'{form}_weight_grad')
     monkeypatch.setattr(conv, f'{form}_weight_grad',
                         lambda *args, form=form, original=original, **kw: (
                             used.append(form), original(*args, **kw))[1])
+  return used
+
+
+@pytest.mark.parametrize('w_shape, expected', [((1, 1, 8, 4), 'matmul'), ((3, 3, 8, 4), 'conv'),
+                                               ((6, 6, 8, 4), 'conv')])
+def test_auto_mode_uses_a_matmul_for_1x1_kernels_and_a_conv_otherwise(w_shape, expected,
+                                                                       monkeypatch):
+  used = _record_weight_grad_forms(monkeypatch)
   x = jnp.ones((2, 8, 8, 8))
   jax.jit(jax.grad(lambda w: conv.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=CHANNELS_LAST).sum())).lower(jnp.ones(w_shape))
@@ -271,3 +278,29 @@ def test_batch_chunks_divide_the_batch():
   assert conv.batch_chunks(12, 1024) == 3
   assert conv.batch_chunks(10, 1024) == 2  # 4 images would not divide 10: rounded up to 5.
   assert conv.batch_chunks(7, 100) == 1
+
+
+@pytest.mark.parametrize('conv_grad, env, expected', [
+    ('matmul', 'conv', 'matmul'),  # The config wins over the environment...
+    ('conv', 'matmul', 'conv'),
+    ('', 'matmul', 'matmul'),      # ...and '' defers to it,
+    ('', None, 'conv'),            # else 'auto' (tiny_config's kernels are 3x3).
+])
+def test_a_states_conv_grad_decides_its_train_steps_weight_gradients(conv_grad, env, expected,
+                                                                     monkeypatch):
+  from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config as make_tiny_config, tiny_state  # pylint: disable=g-import-not-at-top
+  if env is None:
+    monkeypatch.delenv(conv.ENV_VAR, raising=False)
+  else:
+    monkeypatch.setenv(conv.ENV_VAR, env)
+  config = make_tiny_config()
+  config.model.conv_grad = conv_grad
+  state, images, labels = tiny_state(config, num_images=8)
+  assert state.conv_grad == conv_grad
+  used = _record_weight_grad_forms(monkeypatch)
+  # A fresh function each time: jit's trace cache must not hand back another case's program.
+  jax.jit(lambda s, b: steps.train_step(s, b)).trace(state, {'image': images, 'label': labels})
+  assert used and set(used) == {expected}
+  monkeypatch.undo()
+  assert conv.mode() == (os.environ.get(conv.ENV_VAR) or 'auto')  # Nothing leaks out of the step.

@@ -14,7 +14,7 @@ from configs import base
 from tests.conftest import REPO, SHARED_CIFAR10, tiny_config
 
 HISTORY_HEADER = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate',
-                  'time']
+                  'time', 'progbar_accuracy', 'progbar_loss']
 
 
 def launch(*args, env=None):

@@ -1,7 +1,9 @@
 """model.matmul_precision: the steps trace every matmul and convolution (gradients included) at
-the configured precision, a run records it, and a bad value is refused before any work."""
+the configured precision, a run records it (with model.conv_grad's form), and a bad value is
+refused before any work."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -55,17 +57,23 @@ def test_default_leaves_the_process_setting_in_force():
   assert 'HIGHEST' not in hlo
 
 
-def test_a_run_records_its_precision_dtype_and_device_kind(tmp_path, synthetic_dir):
+def test_a_run_records_its_arithmetic_and_device_kind(tmp_path, synthetic_dir):
   workdir = tmp_path / 'run'
   proc = subprocess.run(
       [sys.executable, 'launch.py', '--config=tests/tiny_config.py', f'--workdir={workdir}',
        f'--config.data.dir={synthetic_dir}', '--config.train.epochs=1',
-       '--config.model.matmul_precision=high', '--verbosity=2'],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
+       '--config.model.matmul_precision=high', '--config.model.conv_grad=tuned', '--verbosity=2'],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'CIFAR_JAX_CONV_GRAD_CACHE': ''})  # Measure, write no cache file.
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((workdir / 'results.json').read_text())
   assert results['matmul_precision'] == 'high'
   assert results['dtype'] == 'float32'
+  assert results['conv_grad'] == 'tuned'
+  # tiny_config's one 3x3 convolution, measured in this run at each batch size it trained on.
+  choices = results['conv_grad_choices']
+  assert choices and all('kernel (3, 3)' in problem for problem in choices)
+  assert set(choices.values()) <= {'conv', 'matmul'}
   assert results['device_kind'] == jax.devices()[0].device_kind
   assert 'matmul precision high, dtype float32' in proc.stdout
 
@@ -78,3 +86,20 @@ def test_an_unknown_precision_is_refused_before_any_work(tmp_path, synthetic_dir
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2
   assert 'model.matmul_precision' in proc.stderr and 'tensorfloat32' in proc.stderr
+
+
+@pytest.mark.parametrize('flag, env, named', [
+    ('--config.model.conv_grad=fast', None, 'model.conv_grad'),
+    (None, 'fast', 'CIFAR_JAX_CONV_GRAD'),  # The environment's, where the config defers to it.
+])
+def test_an_unknown_conv_grad_is_refused_before_any_work(flag, env, named, tmp_path,
+                                                         synthetic_dir):
+  proc = subprocess.run(
+      [sys.executable, 'launch.py', '--config=tests/tiny_config.py',
+       f'--workdir={tmp_path / "run"}', f'--config.data.dir={synthetic_dir}',
+       *([flag] if flag else [])],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env={**os.environ, **({'CIFAR_JAX_CONV_GRAD': env} if env else {})})
+  assert proc.returncode == 2
+  assert named in proc.stderr and "'tuned'" in proc.stderr
+  assert not (tmp_path / 'run').exists()

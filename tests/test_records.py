@@ -224,7 +224,7 @@ def test_compare_prints_the_per_epoch_difference_to_the_reports_log(tmp_path, da
   out = capsys.readouterr().out
   log = report_logs.load()[NAME]
   first = 100 * (record['history']['val_accuracy'][0] - log.rows[0]['val_accuracy'])
-  assert f'    1   22.35   54.52 {first:+7.2f}' in out
+  assert f'    1 {22.35:22.2f}   54.52 {first:+7.2f}' in out
   assert 'mean abs. difference over 50 epochs:' in out
   assert experiments.main(['compare', 'exp0', '--results', results]) == 2
 

@@ -100,6 +100,20 @@ def test_comparison_with_a_run_that_stopped_before_the_reports_last_epoch():
   assert report_logs.compare(full, log).ours_at_report_last == 0.66
 
 
+def test_the_reports_train_columns_are_compared_with_the_progress_bars_statistic():
+  log = report_logs.ReportLog(1, 2, tuple(
+      {'epoch': e, 'loss': l, 'accuracy': a} for e, l, a in ((1, 1.8, 0.35), (2, 1.2, 0.57))))
+  plain = [{'epoch': e, 'loss': l, 'accuracy': a} for e, l, a in ((1, 1.5, 0.44), (2, 1.1, 0.6))]
+  progbar = [dict(row, progbar_loss=row['loss'] + 0.25, progbar_accuracy=row['accuracy'] - 0.08)
+             for row in plain]
+
+  # History's epoch means are not what p2cnn's Keras printed; progbar_* is, where a run has it.
+  assert report_logs.compare(plain, log, 'loss').ours == (1.5, 1.1)
+  assert report_logs.compare(progbar, log, 'loss').ours == (1.75, 1.35)
+  assert report_logs.compare(progbar, log, 'accuracy').ours == pytest.approx((0.36, 0.52))
+  assert report_logs.compare(progbar, log).epochs == ()  # No validation column: nothing shared.
+
+
 def test_cells_for_a_logged_config():
   exp1 = report_logs.load()['p2cnn/exp1']
   ours = [dict(row, val_accuracy=row['val_accuracy'] - 0.01) for row in exp1.rows]
@@ -123,4 +137,8 @@ def test_run_curves_overlay_the_reports_log(monkeypatch, tmp_path):
     return {line.get_label() for ax in drawn[-1].axes for line in ax.get_lines()}
 
   assert {"report's log: train", "report's log: validation"} <= labels('p2cnn/exp1')
+  assert "train, as the report's Keras printed it" not in labels('p2cnn/exp1')
   assert not any(label.startswith("report's log") for label in labels('exp0'))
+  for row in history:
+    row.update(progbar_loss=1.2, progbar_accuracy=0.4)
+  assert "train, as the report's Keras printed it" in labels('p2cnn/exp1')

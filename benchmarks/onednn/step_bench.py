@@ -50,7 +50,7 @@ def loss_and_grads(state, batch):
                                mutable=['batch_stats', 'losses'])
     return jnp.mean(steps.cross_entropy(logits, batch['label']))
 
-  with state.precision():
+  with state.arithmetic():
     return jax.value_and_grad(loss_fn)(state.params)
 
 

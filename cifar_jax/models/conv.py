@@ -18,13 +18,18 @@ accelerators they are XLA's, op for op. Convolutions these forms do not cover (d
 feature or batch groups, layouts other than channels-last, non-float dtypes) are plain
 lax.conv_general_dilated.
 
-CIFAR_JAX_CONV_GRAD picks the CPU weight gradient: 'auto' (the default; as above), 'conv' (the
-explicit convolution for every kernel), 'matmul' (a matmul per kernel tap for every kernel),
-'tuned' (the faster of those two per layer shape, measured on this CPU at first use and cached
-on disk: conv_tuning), 'xla' (plain lax.conv_general_dilated everywhere, gradients included).
-It is read when a convolution is traced, so a jitted function keeps the choice it was traced with.
+The CPU weight gradient's mode: 'auto' (the default; as above), 'conv' (the explicit
+convolution for every kernel), 'matmul' (a matmul per kernel tap for every kernel), 'tuned' (the
+faster of those two per layer shape, measured on this CPU at first use and cached on disk:
+conv_tuning), 'xla' (plain lax.conv_general_dilated everywhere, gradients included). A run sets
+it from its config (model.conv_grad: the train steps trace inside `grad_mode(...)`); elsewhere,
+and where the config leaves it '', the CIFAR_JAX_CONV_GRAD environment variable does. It is read
+when a convolution is traced and travels in its ConvSpec to the gradient, so a jitted function
+keeps the mode it was traced with.
 """
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import os
@@ -38,6 +43,7 @@ from cifar_jax.models import conv_tuning
 
 ENV_VAR = 'CIFAR_JAX_CONV_GRAD'
 MODES = ('auto', 'conv', 'matmul', 'tuned', 'xla')
+_scoped_mode = contextvars.ContextVar('conv_grad_mode', default='')
 
 # Rows (batch x output pixels) per matmul in a tap's contraction: it runs as a batched matmul
 # of at least this many rows per batch entry, then a sum. One matmul contracting 10^5+ rows into
@@ -51,13 +57,36 @@ class ConvSpec(NamedTuple):
   padding: tuple[tuple[int, int], ...]
   precision: Any
   preferred_element_type: Any
+  grad_mode: str = 'auto'  # mode() when the convolution was traced.
 
 
 def mode() -> str:
-  value = os.environ.get(ENV_VAR, 'auto').lower()
+  """The mode convolutions traced now get: grad_mode's if inside one, else $CIFAR_JAX_CONV_GRAD's."""
+  value = _scoped_mode.get() or os.environ.get(ENV_VAR, 'auto').lower()
   if value not in MODES:
     raise ValueError(f'{ENV_VAR}={value!r}; known: {list(MODES)}')
   return value
+
+
+def effective_mode(value: str) -> str:
+  """The mode a step traced inside grad_mode(value) gives its convolutions."""
+  with grad_mode(value):
+    return mode()
+
+
+@contextlib.contextmanager
+def grad_mode(value: str):
+  """Convolutions traced inside get mode `value` ('': whatever they would get outside)."""
+  if not value:
+    yield
+    return
+  if value not in MODES:
+    raise ValueError(f'conv_grad={value!r}; known: {list(MODES)}')
+  token = _scoped_mode.set(value)
+  try:
+    yield
+  finally:
+    _scoped_mode.reset(token)
 
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
@@ -75,7 +104,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
   padding = explicit_padding(lhs.shape, rhs.shape, window_strides, padding)
-  spec = ConvSpec(tuple(window_strides), padding, precision, preferred_element_type)
+  spec = ConvSpec(tuple(window_strides), padding, precision, preferred_element_type, mode())
   return _conv(spec, lhs, rhs)
 
 
@@ -156,8 +185,8 @@ def _cpu_grads(spec: ConvSpec, lhs, rhs, dy):
 
 
 def weight_grad_form(lhs, dy, kernel_size: Sequence[int], spec: ConvSpec) -> str:
-  """'conv' or 'matmul': the CPU weight gradient the mode picks for this problem."""
-  chosen = mode()
+  """'conv' or 'matmul': the CPU weight gradient spec's mode picks for this problem."""
+  chosen = spec.grad_mode
   if chosen in ('conv', 'matmul'):
     return chosen
   if chosen == 'tuned':

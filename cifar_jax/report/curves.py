@@ -101,6 +101,10 @@ def _plot_report_log(ax, run: Run, panel: Panel) -> None:
   log = report_logs.log_of(run.name)
   if log is None:
     return
+  ours = report_logs.OURS_FOR_REPORTS[panel.metric]
+  if run.has(ours):  # The report's train column is this statistic, not History's mean.
+    ax.plot(run.epochs, panel.scale * run.column(ours), color=figures.TRAIN_COLOUR,
+            linestyle=':', linewidth=1.5, label="train, as the report's Keras printed it")
   epochs = log.column('epoch')
   for key, colour, label in ((panel.metric, figures.TRAIN_COLOUR, 'train'),
                              (f'val_{panel.metric}', figures.VALIDATION_COLOUR, 'validation')):

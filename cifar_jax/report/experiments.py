@@ -164,12 +164,29 @@ def comparison_text(label: str, name: str, history: list[dict]) -> str:
   if log is None:
     return f'{label}: the report printed no per-epoch log for {name}\n'
   c = report_logs.compare(history, log)
-  lines = [f"{label} against the report's log of {name} (line {log.line}): validation "
-           'accuracy, %', 'epoch    ours  report    diff']
+  # The report's train columns, against the same statistic of ours (a run with progbar_*).
+  train = ({key: report_logs.compare(history, log, key) for key in ('loss', 'accuracy')}
+           if any('progbar_loss' in row for row in history) else {})
+  train_at = {key: {e: (o, t) for e, o, t in zip(t.epochs, t.ours, t.report)}
+              for key, t in train.items()}
+  lines = [f"{label} against the report's log of {name} (line {log.line})",
+           'epoch  val accuracy %: ours  report    diff' +
+           ('   train loss*: ours  report   train accuracy* %: ours  report' if train else '')]
   for epoch, ours, theirs in zip(c.epochs, c.ours, c.report):
-    lines.append(f'{epoch:5d} {100 * ours:7.2f} {100 * theirs:7.2f} {100 * (ours - theirs):+7.2f}')
+    line = f'{epoch:5d} {100 * ours:22.2f} {100 * theirs:7.2f} {100 * (ours - theirs):+7.2f}'
+    if epoch in train_at.get('loss', {}) and epoch in train_at.get('accuracy', {}):
+      (loss, report_loss), (acc, report_acc) = train_at['loss'][epoch], train_at['accuracy'][epoch]
+      line += f' {loss:19.4f} {report_loss:7.4f} {100 * acc:26.2f} {100 * report_acc:7.2f}'
+    lines.append(line)
   lines.append(f'mean abs. difference over {len(c.epochs)} epochs: '
-               f'{c.mean_abs_difference:.2f} points')
+               f'{c.mean_abs_difference:.2f} points of validation accuracy')
+  if train:
+    loss = train['loss']
+    loss_difference = (sum(abs(a - b) for a, b in zip(loss.ours, loss.report)) /
+                       max(len(loss.epochs), 1))
+    lines.append(f"*: train, as Keras 3's progress bar printed it (progbar_loss/_accuracy): "
+                 f'mean abs. difference {loss_difference:.4f} in loss, '
+                 f'{train["accuracy"].mean_abs_difference:.2f} points in accuracy')
   return '\n'.join(lines) + '\n'
 
 

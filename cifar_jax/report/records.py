@@ -44,7 +44,7 @@ NOT_IN_HASH = results.NOT_THE_EXPERIMENT + ('name', 'report', 'reported_test_acc
 # History columns kept in a record, and their rounding (significant digits): accuracies over
 # 10,000 images need 4 decimals, over 40,000 six.
 HISTORY_DIGITS = {'epoch': None, 'loss': 6, 'accuracy': 6, 'val_loss': 6, 'val_accuracy': 6,
-                  'learning_rate': 6, 'time': 4}
+                  'learning_rate': 6, 'time': 4, 'progbar_loss': 6, 'progbar_accuracy': 6}
 # results.json's data_source: '<layout> folder|tarball <path>' or 'TFDS cifar10 in <path>', the
 # path absolute or a gs:// URL.
 _SOURCE_PATH = re.compile(
@@ -217,6 +217,8 @@ def _record(run_dir: str, provenance: dict[str, Any], seeds_in_program: int) -> 
       'precision': (res.get('matmul_precision') if res.get('matmul_precision', 'default') !=
                     'default' else provenance.get('precision', 'default')),
       'dtype': config.get('model', {}).get('dtype'),
+      # The CPU convolutions' weight-gradient form (None: a run from before results.json said).
+      'conv_grad': res.get('conv_grad'),
       'jax_version': res.get('jax_version'),
       'reported_test_accuracy': config.get('reported_test_accuracy'),
       'test_accuracy': res['test_accuracy'],

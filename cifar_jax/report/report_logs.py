@@ -133,7 +133,7 @@ def log_of(config_name: str) -> ReportLog | None:
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-  """Our validation accuracy against the report's, epoch by epoch (fractions)."""
+  """One of our metrics against the report's, epoch by epoch (fractions for accuracies)."""
   epochs: tuple[int, ...]  # Epochs both logged.
   ours: tuple[float, ...]
   report: tuple[float, ...]
@@ -153,10 +153,19 @@ class Comparison:
         math.nan)
 
 
+# The report's train columns are what Keras 3's progress bar printed (steps.PROGBAR_SUMS): a
+# run's progbar_* columns are the same statistic; its loss/accuracy are History's epoch means.
+OURS_FOR_REPORTS = {'loss': 'progbar_loss', 'accuracy': 'progbar_accuracy'}
+
+
 def compare(history: Sequence[dict[str, Any]], log: ReportLog,
             key: str = 'val_accuracy') -> Comparison:
-  """A run's history (history.json rows) against a report's log."""
-  ours = {int(row['epoch']): float(row[key]) for row in history if key in row}
+  """A run's history (history.json rows) against a report's log, for the report's column `key`
+  (a train column against the run's progbar_* column, where the run has it)."""
+  ours_key = OURS_FOR_REPORTS.get(key, key)
+  if not any(ours_key in row for row in history):
+    ours_key = key  # A run from before progbar_*: History's means, which are not the same.
+  ours = {int(row['epoch']): float(row[ours_key]) for row in history if ours_key in row}
   theirs = {int(row['epoch']): float(row[key]) for row in log.rows if key in row}
   common = sorted(ours.keys() & theirs.keys())
   return Comparison(tuple(common), tuple(ours[e] for e in common),

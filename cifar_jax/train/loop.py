@@ -75,7 +75,7 @@ def run_epoch(program, state, data: programs.EpochData, *, sums=None, until: int
   """
   plan = data.plan
   sizer = sizer or dispatch.DispatchSizer()
-  sums = steps.zero_sums(state.step) if sums is None else sums
+  sums = steps.zero_train_sums(state.step) if sums is None else sums
   # Then tracked here: reading state.step would wait for the device.
   step = max(program.steps(state))
   epoch_start = step - step % plan.steps_per_epoch
@@ -236,10 +236,13 @@ class Run:
     checkpoints; None when max_steps ended the run (after saving the latest checkpoint); on a
     stop request, saves a checkpoint and raises Interrupted."""
     config = self.config
-    sums = steps.zero_sums(self.state.step)
+    sums = steps.zero_train_sums(self.state.step)
     if self.record.partial_sums is not None:  # Placed like the step's outputs, as zero_sums.
+      # A checkpoint from before steps.PROGBAR_SUMS lacks them (0 here, not NaN: the epoch's
+      # next checkpoint must stay finite), so that epoch's progbar_* covers only its later steps.
+      partial = {k: self.record.partial_sums.get(k, 0.0) for k in sums}
       sums = jax.tree.map(jnp.add, sums, {k: jnp.asarray(v, jnp.float32)
-                                          for k, v in self.record.partial_sums.items()})
+                                          for k, v in partial.items()})
     data = self.program.epoch_data(self.state, *train_data, self.plan, trained)
     bar = progress.ProgressBar(self.plan.steps_per_epoch, enabled=config.log.verbosity == 1)
     every = config.checkpoint.every_steps
@@ -359,7 +362,7 @@ class Run:
     """Keras's epoch line; for several replicas, the mean over those that trained, and the
     spread. Then who stopped."""
     rows = [{k: v for k, v in self.replicas[i].record.history[-1].items()
-             if k not in ('epoch', 'time')} for i in trained]
+             if k not in ('epoch', 'time') and not k.startswith('progbar_')} for i in trained]
     line = progress.format_epoch_line(
         epoch + 1, self.config.train.epochs,
         {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}, seconds)

@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 
+from cifar_jax.models import conv
+from cifar_jax.models import conv_tuning
 from cifar_jax.train import callbacks as callbacks_lib
 from cifar_jax.train import checkpointing
 from cifar_jax.train import seeds
@@ -176,5 +178,8 @@ def results(replica: Replica, test: dict, steps_run: int, setup) -> dict:
       # The arithmetic it trained in: matmul/convolution precision and compute dtype.
       'matmul_precision': config.model.matmul_precision,
       'dtype': config.model.dtype,
+      # The CPU convolutions' weight-gradient form, and with 'tuned' the form of each shape.
+      'conv_grad': conv.effective_mode(config.model.conv_grad),
+      'conv_grad_choices': conv_tuning.choices(),
       'jax_version': jax.__version__,
   }

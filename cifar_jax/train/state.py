@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from cifar_jax.data.pipeline import InputPipeline
+from cifar_jax.models import conv
 from cifar_jax.train import fast_optim
 
 
@@ -32,13 +33,19 @@ class TrainState(train_state.TrainState):
   # model.matmul_precision). 'default' leaves the platform's choice: full float32 on CPU,
   # TensorFloat-32 on recent NVIDIA GPUs, bfloat16 passes on TPU.
   matmul_precision: str = flax.struct.field(pytree_node=False, default='default')
+  # Static: the CPU convolutions' weight-gradient form (config model.conv_grad, models/conv.py's
+  # modes); '' leaves $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: same values to rounding.
+  conv_grad: str = flax.struct.field(pytree_node=False, default='')
 
-  def precision(self):
+  @contextlib.contextmanager
+  def arithmetic(self):
     """The context the steps trace in: this state's matmul precision ('default': no change, so
-    a process-wide setting such as JAX_DEFAULT_MATMUL_PRECISION still applies)."""
-    if self.matmul_precision == 'default':
-      return contextlib.nullcontext()
-    return jax.default_matmul_precision(self.matmul_precision)
+    a process-wide setting such as JAX_DEFAULT_MATMUL_PRECISION still applies) and conv_grad."""
+    with contextlib.ExitStack() as stack:
+      if self.matmul_precision != 'default':
+        stack.enter_context(jax.default_matmul_precision(self.matmul_precision))
+      stack.enter_context(conv.grad_mode(self.conv_grad))
+      yield
 
 
 # Values of model.matmul_precision: jax's default_matmul_precision names.
@@ -105,7 +112,8 @@ def create_train_state(config, model, tx, input_pipeline: InputPipeline,
                             label_smoothing=float(config.loss.label_smoothing),
                             tta=config.augment.tta,
                             # A run's config.json from before the key (predict): jax's default.
-                            matmul_precision=config.model.get('matmul_precision', 'default'))
+                            matmul_precision=config.model.get('matmul_precision', 'default'),
+                            conv_grad=config.model.get('conv_grad', ''))
   return state.replace(opt_state=fast_optim.with_stats(state.opt_state, batch_stats))
 
 

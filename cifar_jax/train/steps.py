@@ -42,12 +42,13 @@ def _sums(per_example_loss, logits, labels, mask):
 
 
 def _at_state_precision(step_fn):
-  """Traces `step_fn(state, ...)` under the state's matmul precision, so every matmul and
-  convolution of the step (their gradients included: the transposes keep it) has it."""
+  """Traces `step_fn(state, ...)` under the state's arithmetic (matmul precision, conv_grad),
+  so every matmul and convolution of the step (their gradients included: the transposes keep
+  the precision, the convolutions' VJP the conv_grad) has it."""
 
   @functools.wraps(step_fn)
   def step_at_precision(state: TrainState, *args):
-    with state.precision():
+    with state.arithmetic():
       return step_fn(state, *args)
 
   return step_at_precision
@@ -158,14 +159,35 @@ def zero_sums(step) -> dict:
   return {'loss': zero, 'correct': zero, 'count': zero}
 
 
+# A training epoch's sums beyond zero_sums': its steps, and the sums over its steps of the
+# running means of loss and accuracy after each step. The Keras 3 of the reports' time (3.3 to
+# 3.8 read alike) printed fit's train metrics as the mean of those running means, plus the
+# epoch's mean once more at the epoch's end: its progress bar averaged the already averaged
+# metrics again (keras-team/keras#20212; fixed in later releases). p2cnn's logs are those lines,
+# not History's epoch means; programs.means turns these sums into them (progbar_loss,
+# progbar_accuracy).
+PROGBAR_SUMS = ('steps', 'running_loss', 'running_accuracy')
+
+
+@jax.jit  # As zero_sums; its outputs are distinct buffers (the train steps donate them).
+def zero_train_sums(step) -> dict:
+  """zero_sums plus PROGBAR_SUMS: what a training epoch accumulates."""
+  zero = zero_sums(step)
+  return {**zero, **{key: zero['count'] for key in PROGBAR_SUMS}}
+
+
 def accumulate_on_batch(state, batch, sums, first_nonfinite):
-  """`train_step` on `batch`, adding its metric sums to `sums` and noting in `first_nonfinite`
-  (-1 until then) the first step whose loss was not finite (1-based global count, as
-  `state.step` after it)."""
+  """`train_step` on `batch`, adding its metric sums to `sums` (zero_train_sums' keys) and
+  noting in `first_nonfinite` (-1 until then) the first step whose loss was not finite (1-based
+  global count, as `state.step` after it)."""
   state, batch_sums = train_step(state, batch)
   bad = (first_nonfinite < 0) & ~jnp.isfinite(batch_sums['loss'])
   first_nonfinite = jnp.where(bad, state.step.astype(jnp.int32), first_nonfinite)
-  return state, jax.tree.map(jnp.add, sums, batch_sums), first_nonfinite
+  new = {key: sums[key] + value for key, value in batch_sums.items()}
+  new['steps'] = sums['steps'] + 1
+  new['running_loss'] = sums['running_loss'] + new['loss'] / new['count']
+  new['running_accuracy'] = sums['running_accuracy'] + new['correct'] / new['count']
+  return state, new, first_nonfinite
 
 
 def accumulate_step(state, images, labels, order, sums, first_nonfinite, *, batch_size,

@@ -11,5 +11,5 @@ Assumptions (see common.py): validation = last 10,000 training images; pixels / 
 from configs.proyecto4 import exp1
 
 
-def get_config():
-  return exp1.get_config('exp2', '"segundo modelo"', 77.43, dropout=0.4)
+def get_config(section='"segundo modelo"'):
+  return exp1.get_config('exp2', section, 77.43, dropout=0.4)
