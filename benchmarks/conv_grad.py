@@ -203,8 +203,10 @@ def main():
                       help="also XLA's own gradients in a loop (slow: minutes per shape)")
   args = parser.parse_args()
   json_out.check(args.out)
+  xla_flags = json_out.use_cifar_jax_xla_flags()  # Training's flags, before jax's first use.
 
-  result = {'load_average_start': os.getloadavg(), 'shapes': [], 'train_steps': []}
+  result = {'load_average_start': os.getloadavg(), 'xla_flags': xla_flags, 'shapes': [],
+            'train_steps': []}
   chosen = [SHAPES[int(i)] for i in args.shapes.split(',')] if args.shapes else SHAPES
   columns = ('forward', 'xla_grads', 'cpu_grads', 'matmul_weight_grad', 'xla_grads_in_loop',
              'cpu_grads_in_loop', 'matmul_weight_grad_in_loop')

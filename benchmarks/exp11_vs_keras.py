@@ -430,9 +430,7 @@ def main():
     sys.exit(2)
   json_out.check(args.out)
 
-  # cifar_jax's XLA:CPU flags, for both sides (json_out imported cifar_jax without them).
-  from cifar_jax import xla_cpu  # pylint: disable=g-import-not-at-top
-  xla_cpu.apply_cpu_defaults()
+  json_out.use_cifar_jax_xla_flags()  # For both sides.
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 

@@ -34,6 +34,14 @@ def _cifar_jax_module(name: str):
   return module
 
 
+def use_cifar_jax_xla_flags() -> str:
+  """Adds cifar_jax's XLA:CPU defaults to this process's XLA_FLAGS (importing cifar_jax through
+  this module left them out) and returns them: a benchmark that times cifar_jax as it trains
+  calls this before its first jax computation, when XLA reads the flags."""
+  _cifar_jax_module('xla_cpu').apply_cpu_defaults()
+  return os.environ.get('XLA_FLAGS', '')
+
+
 def _paths():
   return _cifar_jax_module('paths')
 
