@@ -29,7 +29,7 @@ def _epoch(num_images):
   smaller): the running (loss, accuracy) after each step, and the epoch's logs."""
   state, images, labels = tiny_state(tiny_config(), num_images=num_images)
   accumulate = jax.jit(steps.accumulate_on_batch)
-  sums, first_nonfinite = steps.zero_train_sums(state.step), steps.no_nonfinite_step(state.step)
+  sums, first_nonfinite = steps.zero_sums(state.step), steps.no_nonfinite_step(state.step)
   running = []
   for start in range(0, num_images, BATCH):
     batch = {'image': images[start:start + BATCH], 'label': labels[start:start + BATCH]}

@@ -75,7 +75,7 @@ def run_epoch(program, state, data: programs.EpochData, *, sums=None, until: int
   """
   plan = data.plan
   sizer = sizer or dispatch.DispatchSizer()
-  sums = steps.zero_train_sums(state.step) if sums is None else sums
+  sums = steps.zero_sums(state.step) if sums is None else sums
   # Then tracked here: reading state.step would wait for the device.
   step = max(program.steps(state))
   epoch_start = step - step % plan.steps_per_epoch
@@ -236,7 +236,7 @@ class Run:
     checkpoints; None when max_steps ended the run (after saving the latest checkpoint); on a
     stop request, saves a checkpoint and raises Interrupted."""
     config = self.config
-    sums = steps.zero_train_sums(self.state.step)
+    sums = steps.zero_sums(self.state.step)
     if self.record.partial_sums is not None:  # Placed like the step's outputs, as zero_sums.
       # A checkpoint from before steps.PROGBAR_SUMS lacks them (0 here, not NaN: the epoch's
       # next checkpoint must stay finite), so that epoch's progbar_* covers only its later steps.

@@ -55,7 +55,7 @@ def device_loop_of(config, platform: str) -> bool:
 
 def means(sums) -> dict[str, float]:
   """Per-example means of metric sums, in float64 on the host (NaN with no examples); for a
-  training epoch's sums (steps.zero_train_sums) also what Keras 3's progress bar printed as the
+  training epoch's sums (steps.zero_sums) also what Keras 3's progress bar printed as the
   epoch's loss and accuracy (steps.PROGBAR_SUMS): the mean of the N running means and of the
   final mean once more, (sum of running means + final mean) / (N + 1)."""
   count = float(sums['count']) or float('nan')

@@ -150,34 +150,33 @@ def epoch_batch(step, images, labels, order, *, batch_size, full_batch_size, ste
 _EPOCH_STATICS = ('batch_size', 'full_batch_size', 'steps_per_epoch', 'data_sharding')
 
 
-@jax.jit  # Made on the device: nothing crosses from the host.
-def zero_sums(step) -> dict:
-  """Zero metric sums shaped and placed like `step` (a state's step: [] or [seeds]). They are
-  computed from it to carry its sharding, as the train step's outputs do: sums placed otherwise
-  would compile the step a second time for its first call."""
+# A training epoch's sums beyond the batches' (loss, correct, count): its steps, and the sums
+# over its steps of the running means of loss and accuracy after each step. The Keras 3 of the
+# reports' time (3.3 to 3.8 read alike) printed fit's train metrics as the mean of those running
+# means, plus the epoch's mean once more at the epoch's end: its progress bar averaged the
+# already averaged metrics again (keras-team/keras#20212; fixed in later releases). p2cnn's logs
+# are those lines, not History's epoch means; programs.means turns these sums into them
+# (progbar_loss, progbar_accuracy).
+PROGBAR_SUMS = ('steps', 'running_loss', 'running_accuracy')
+
+
+def _zero_batch_sums(step) -> dict:
   zero = (step * 0).astype(jnp.float32)
   return {'loss': zero, 'correct': zero, 'count': zero}
 
 
-# A training epoch's sums beyond zero_sums': its steps, and the sums over its steps of the
-# running means of loss and accuracy after each step. The Keras 3 of the reports' time (3.3 to
-# 3.8 read alike) printed fit's train metrics as the mean of those running means, plus the
-# epoch's mean once more at the epoch's end: its progress bar averaged the already averaged
-# metrics again (keras-team/keras#20212; fixed in later releases). p2cnn's logs are those lines,
-# not History's epoch means; programs.means turns these sums into them (progbar_loss,
-# progbar_accuracy).
-PROGBAR_SUMS = ('steps', 'running_loss', 'running_accuracy')
-
-
-@jax.jit  # As zero_sums; its outputs are distinct buffers (the train steps donate them).
-def zero_train_sums(step) -> dict:
-  """zero_sums plus PROGBAR_SUMS: what a training epoch accumulates."""
-  zero = zero_sums(step)
+@jax.jit  # Made on the device: nothing crosses from the host.
+def zero_sums(step) -> dict:
+  """A training epoch's zero metric sums (the batches' and PROGBAR_SUMS), shaped and placed like
+  `step` (a state's step: [] or [seeds]). They are computed from it to carry its sharding, as
+  the train step's outputs do: sums placed otherwise would compile the step a second time for
+  its first call."""
+  zero = _zero_batch_sums(step)
   return {**zero, **{key: zero['count'] for key in PROGBAR_SUMS}}
 
 
 def accumulate_on_batch(state, batch, sums, first_nonfinite):
-  """`train_step` on `batch`, adding its metric sums to `sums` (zero_train_sums' keys) and
+  """`train_step` on `batch`, adding its metric sums to `sums` (zero_sums' keys) and
   noting in `first_nonfinite` (-1 until then) the first step whose loss was not finite (1-based
   global count, as `state.step` after it)."""
   state, batch_sums = train_step(state, batch)
@@ -303,7 +302,7 @@ def evaluate(state: TrainState, images, labels, mask, data_sharding=None) -> dic
     batch = _split_batch(dict(zip(('image', 'label', 'mask'), batch)), data_sharding)
     return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
 
-  totals, _ = jax.lax.scan(body, zero_sums(state.step), (images, labels, mask))
+  totals, _ = jax.lax.scan(body, _zero_batch_sums(state.step), (images, labels, mask))
   return totals
 
 
