@@ -64,7 +64,7 @@ def mode() -> str:
   """The mode convolutions traced now get: grad_mode's if inside one, else $CIFAR_JAX_CONV_GRAD's."""
   value = _scoped_mode.get() or os.environ.get(ENV_VAR, 'auto').lower()
   if value not in MODES:
-    raise ValueError(f'{ENV_VAR}={value!r}; known: {list(MODES)}')
+    raise ValueError(f'{ENV_VAR}={value!r} is unknown; known: {list(MODES)}')
   return value
 
 
@@ -81,7 +81,7 @@ def grad_mode(value: str):
     yield
     return
   if value not in MODES:
-    raise ValueError(f'conv_grad={value!r}; known: {list(MODES)}')
+    raise ValueError(f'model.conv_grad={value!r} is unknown; known: {list(MODES)}')
   token = _scoped_mode.set(value)
   try:
     yield

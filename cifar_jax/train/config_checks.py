@@ -202,13 +202,10 @@ def check_config(config) -> None:
   _require(config.model.matmul_precision in MATMUL_PRECISIONS,
            f'model.matmul_precision={config.model.matmul_precision!r} is unknown; known: '
            f'{list(MATMUL_PRECISIONS)}')
-  _require(config.model.conv_grad in ('', *conv.MODES),
-           f'model.conv_grad={config.model.conv_grad!r} is unknown; known: {list(conv.MODES)} '
-           "or '' ($CIFAR_JAX_CONV_GRAD, else 'auto')")
-  try:
+  try:  # The config's value, or the environment variable's where the config defers to it.
     conv.effective_mode(config.model.conv_grad)
-  except ValueError as e:  # The environment variable's value, where the config defers to it.
-    _require(False, f'{e}; set it to one of them, or set --config.model.conv_grad')
+  except ValueError as e:
+    _require(False, f"{e}; set it to one of them (model.conv_grad='' defers to ${conv.ENV_VAR})")
   _require(config.log.writer in outputs.WRITERS,
            f'log.writer={config.log.writer!r} is unknown; known: {list(outputs.WRITERS)}')
   _require(config.log.verbosity in (0, 1, 2),

@@ -41,20 +41,20 @@ def _sums(per_example_loss, logits, labels, mask):
           'count': jnp.sum(mask)}
 
 
-def _at_state_precision(step_fn):
+def _in_state_arithmetic(step_fn):
   """Traces `step_fn(state, ...)` under the state's arithmetic (matmul precision, conv_grad),
   so every matmul and convolution of the step (their gradients included: the transposes keep
   the precision, the convolutions' VJP the conv_grad) has it."""
 
   @functools.wraps(step_fn)
-  def step_at_precision(state: TrainState, *args):
+  def step_in_arithmetic(state: TrainState, *args):
     with state.arithmetic():
       return step_fn(state, *args)
 
-  return step_at_precision
+  return step_in_arithmetic
 
 
-@_at_state_precision
+@_in_state_arithmetic
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   """One optimisation step; returns the new state and the batch's metric sums."""
   step_key = jax.random.fold_in(jax.random.fold_in(state.rng, TRAIN_STREAM), state.step)
@@ -92,7 +92,7 @@ def _inference_logits(state: TrainState, images, mutable=False):
   return research_augment.tta_logits(apply, x, state.tta, has_aux=bool(mutable))
 
 
-@_at_state_precision
+@_in_state_arithmetic
 def eval_step(state: TrainState, batch) -> dict:
   """Metric sums on one batch in inference mode; padded examples (mask 0) count for nothing."""
   labels = batch['label']
@@ -103,7 +103,7 @@ def eval_step(state: TrainState, batch) -> dict:
   return _sums(loss, logits, labels, mask)
 
 
-@_at_state_precision
+@_in_state_arithmetic
 def predict_step(state: TrainState, images) -> jax.Array:
   """Class probabilities for a batch of raw images."""
   return jax.nn.softmax(_inference_logits(state, images))
