@@ -105,6 +105,12 @@ def get_config():
       # $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: every form gives the same gradient to
       # float32 rounding. Accelerators ignore it.
       conv_grad='',
+      # Whose kernels CPU programs run the 2-D float32 convolutions with: 'xla' (XLA:CPU's Eigen,
+      # the default: bit-exact against Keras on jax) or 'onednn' (oneDNN's forward and gradients,
+      # cifar_jax/models/onednn_conv.py: 1.3-2x faster train steps on small models; needs
+      # `pip install -r requirements-onednn.txt` and g++). Speed only: the same convolutions to
+      # float32 rounding. Accelerators ignore it.
+      conv_backend='xla',
       # Transfer learning (name 'vgg16' | 'densenet121', cifar_jax/models/backbone.py): the
       # keras.applications network as a backbone, then `layers` as the head.
       backbone=ml_collections.ConfigDict(dict(

@@ -1,6 +1,6 @@
-"""oneDNN's convolutions (the jax.ffi prototype) against XLA:CPU's, per layer shape.
+"""oneDNN's convolutions (cifar_jax/models/onednn_conv.py) against XLA:CPU's, per layer shape.
 
-    bash benchmarks/onednn/build.sh .venv/bin/python
+    pip install -r requirements-onednn.txt  # oneDNN's library is compiled on first use
     python benchmarks/onednn/bench.py --out=benchmarks/onednn/results.json
 
 Per layer shape (NHWC float32, the cheap configs' and exp11's convolutions; --shapes=all or a
@@ -15,8 +15,10 @@ variants:
                       under cifar_jax's XLA:CPU defaults, imported first)
             cifar_jax cifar_jax.models.conv.conv_general_dilated (what the models run: XLA's
                       forward, its CPU gradients with the transposes written out)
-            onednn    benchmarks/onednn/onednn_conv.py (oneDNN 3.x, its OpenMP threads:
-                      ONEDNN_CONV_THREADS, default 2)
+            onednn    cifar_jax.models.conv.conv_general_dilated traced inside
+                      conv.backend('onednn'), what model.conv_backend='onednn' runs (oneDNN
+                      3.x's forward and gradients; its OpenMP threads per call:
+                      CIFAR_JAX_ONEDNN_THREADS, default half the cores, at least 1)
 
 Timing: after two warm-up calls of every program, --reps rounds, each one call of every
 (program, variant) of the shape in turn (interleaved: a change in machine load hits all
@@ -34,7 +36,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
 
 import cifar_jax  # pylint: disable=g-import-not-at-top,unused-import  (XLA:CPU defaults first)
 import jax  # pylint: disable=g-import-not-at-top
@@ -44,7 +45,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
-import onednn_conv  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
 
 # name -> (spatial size, Cin, Cout, kernel, padding): every convolution of exp0, p2cnn/exp1,
 # redes/m1 and exp11 (3x3 SAME blocks 64, 128, 256, 512), plus two of the brief's 3x3 shapes.
@@ -70,16 +71,21 @@ SHAPES = {
 PROGRAMS = ('fwd', 'dx', 'dw', 'all')
 VARIANTS = ('xla', 'cifar_jax', 'onednn')
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+ONEDNN_CALL = 'custom_call_target="onednn_conv_'  # In a compiled program's HLO text.
 
 
 def conv_fn(variant: str, padding):
   if variant == 'xla':
     return lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding,
                                                  dimension_numbers=DIMENSION_NUMBERS)
-  if variant == 'cifar_jax':
-    return lambda x, w: cifar_conv.conv_general_dilated(x, w, (1, 1), padding,
-                                                        dimension_numbers=DIMENSION_NUMBERS)
-  return lambda x, w: onednn_conv.conv(x, w, (1, 1), padding)
+  backend = 'onednn' if variant == 'onednn' else 'xla'
+
+  def conv(x, w):
+    # The backend is read when the convolution is traced, i.e. inside jit's trace of this call.
+    with cifar_conv.backend(backend):
+      return cifar_conv.conv_general_dilated(x, w, (1, 1), padding,
+                                             dimension_numbers=DIMENSION_NUMBERS)
+  return conv
 
 
 def program(name: str, conv):
@@ -112,6 +118,9 @@ def bench_shape(name: str, batch: int, reps: int) -> dict:
   dy = jnp.asarray(rng.standard_normal((batch, out, out, cout), np.float32))
   compiled = {(p, v): program(p, conv_fn(v, padding)).lower(x, w, dy).compile()
               for p in PROGRAMS for v in VARIANTS}
+  for p in PROGRAMS:  # A silent fallback to XLA would measure XLA twice.
+    if ONEDNN_CALL not in compiled[(p, 'onednn')].as_text():
+      raise RuntimeError(f'{name} {p}: the onednn variant compiled without oneDNN calls')
   results = {key: None for key in compiled}
   for key, fn in compiled.items():
     results[key] = jax.block_until_ready(fn(x, w, dy))
@@ -125,7 +134,7 @@ def bench_shape(name: str, batch: int, reps: int) -> dict:
   flops = 2 * batch * out * out * cout * k * k * cin
   row = {'shape': name, 'batch': batch, 'size': size, 'cin': cin, 'cout': cout, 'kernel': k,
          'padding': padding, 'gflop_per_conv': flops / 1e9, 'programs': {}}
-  pads = onednn_conv.explicit_padding(x.shape, w.shape, (1, 1), padding)
+  pads = cifar_conv.explicit_padding(x.shape, w.shape, (1, 1), padding)
   row['onednn_impl'] = {kind: onednn_conv.implementation(kind, x.shape, w.shape, (1, 1), pads)
                         for kind in 'fdw'}
   for p in PROGRAMS:
@@ -144,6 +153,20 @@ def bench_shape(name: str, batch: int, reps: int) -> dict:
   return row
 
 
+def load_onednn():
+  """Builds (first time) and loads oneDNN's convolutions, or exits 2 saying why not.
+
+  load() sets CIFAR_JAX_ONEDNN_THREADS to its default where the environment leaves it unset."""
+  if jax.default_backend() != 'cpu':
+    print(f'error: oneDNN convolutions run on CPU only; jax uses {jax.default_backend()} '
+          '(JAX_PLATFORMS=cpu)', file=sys.stderr)
+    sys.exit(2)
+  try:
+    onednn_conv.load()
+  except onednn_conv.Unavailable as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -157,12 +180,9 @@ def main():
   if unknown:
     print(f'error: unknown --shapes {unknown}; known: {list(SHAPES)}', file=sys.stderr)
     sys.exit(2)
-  if not onednn_conv.load():
-    print(f'error: {onednn_conv.LIBRARY} missing or not loadable; build it first: '
-          'bash benchmarks/onednn/build.sh .venv/bin/python', file=sys.stderr)
-    sys.exit(2)
+  load_onednn()
   header = {'cpu': host_cpu.describe(), 'cores': os.cpu_count(), 'onednn': onednn_conv.version(),
-            'onednn_threads': int(os.environ.get('ONEDNN_CONV_THREADS', '2')),
+            'onednn_threads': int(os.environ[onednn_conv.THREADS_ENV_VAR]),
             'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'reps': args.reps, 'load_average_start': os.getloadavg()}
   print(f"{header['cpu']}, oneDNN {header['onednn']}, jax {header['jax']}, "

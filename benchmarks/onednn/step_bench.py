@@ -1,13 +1,15 @@
-"""Whole train steps with oneDNN's convolutions against cifar_jax's, without wiring anything in.
+"""Whole train steps with oneDNN's convolutions against XLA's (model.conv_backend).
 
+    pip install -r requirements-onednn.txt  # oneDNN's library is compiled on first use
     python benchmarks/onednn/step_bench.py --configs=configs/exp0.py,configs/redes/m1.py \
         --out=benchmarks/onednn/steps.json
 
 Per config (random uint8 images, its train.batch_size or --batch_size), cifar_jax's jitted
-train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered twice in this process:
-as the models run it, and with cifar_jax.models.conv.conv_general_dilated replaced by
-onednn_conv.conv_general_dilated while it is traced (every channels-last float32 convolution
-then runs forward and both gradients in oneDNN). Both run from the same state on the same batch;
+train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered twice in this process,
+from the config's state with conv_backend 'xla' (the default) and with 'onednn' (what
+model.conv_backend='onednn' runs: every channels-last float32 convolution then runs forward
+and both gradients in oneDNN, on CIFAR_JAX_ONEDNN_THREADS OpenMP threads per call, default half
+the cores, at least 1). Both run from the same state values on the same batch;
 timed interleaved, --reps rounds after two warm-ups, median seconds per step. Agreement: per
 parameter, the largest difference of the loss's gradient (the model on the batch, no
 augmentation, train mode) divided by the gradient's largest magnitude, the worst parameter
@@ -18,7 +20,6 @@ about lr * sign(gradient), so a gradient within rounding of 0 moves its weight b
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -34,10 +35,12 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
-from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
+from bench import ONEDNN_CALL, load_onednn  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
 from config_file import load_config, random_step_inputs  # pylint: disable=g-import-not-at-top
-import onednn_conv  # pylint: disable=g-import-not-at-top
+
+VARIANTS = {'cifar_jax': 'xla', 'onednn': 'onednn'}  # Name -> the state's conv_backend.
 
 
 def loss_and_grads(state, batch):
@@ -54,16 +57,9 @@ def loss_and_grads(state, batch):
     return jax.value_and_grad(loss_fn)(state.params)
 
 
-def lower(fn, state, batch, use_onednn: bool):
-  original = cifar_conv.conv_general_dilated
-  if use_onednn:
-    cifar_conv.conv_general_dilated = lambda *a, **k: onednn_conv.conv_general_dilated(
-        *a, fallback=original, **k)
-  try:
-    jitted = jax.jit(lambda s, b: fn(s, b))  # A fresh trace cache per variant.
-    return jitted.lower(state, batch).compile()
-  finally:
-    cifar_conv.conv_general_dilated = original
+def lower(fn, state, batch):
+  """fn(state, batch) compiled; the state's static conv_backend picks its convolutions."""
+  return jax.jit(fn).lower(state, batch).compile()
 
 
 def bench_config(path: str, batch_size: int, reps: int) -> dict:
@@ -72,34 +68,34 @@ def bench_config(path: str, batch_size: int, reps: int) -> dict:
     config.train.batch_size = batch_size
   n = config.train.batch_size
   state, batch = random_step_inputs(config)
-  compiled = {'cifar_jax': lower(steps.train_step, state, batch, False),
-              'onednn': lower(steps.train_step, state, batch, True)}
-  calls = {name: len(re.findall(r'custom_call_target="onednn_conv_', c.as_text()))
-           for name, c in compiled.items()}
+  states = {name: state.replace(conv_backend=backend) for name, backend in VARIANTS.items()}
+  compiled = {name: lower(steps.train_step, states[name], batch) for name in VARIANTS}
+  calls = {name: c.as_text().count(ONEDNN_CALL) for name, c in compiled.items()}
+  if not calls['onednn']:  # A silent fallback to XLA would measure XLA twice.
+    raise RuntimeError(f'{path}: the onednn step compiled without oneDNN calls')
   outputs = {}
   for name, step in compiled.items():
-    outputs[name] = jax.block_until_ready(step(state, batch))
-    jax.block_until_ready(step(state, batch))
+    outputs[name] = jax.block_until_ready(step(states[name], batch))
+    jax.block_until_ready(step(states[name], batch))
   seconds = {name: [] for name in compiled}
   for _ in range(reps):
     for name, step in compiled.items():
       start = time.perf_counter()
-      jax.block_until_ready(step(state, batch))
+      jax.block_until_ready(step(states[name], batch))
       seconds[name].append(time.perf_counter() - start)
   del outputs
-  (ref_loss, ref_grads), (loss, grads) = (lower(loss_and_grads, state, batch, use)(state, batch)
-                                          for use in (False, True))
+  (ref_loss, ref_grads), (loss, grads) = (
+      lower(loss_and_grads, states[name], batch)(states[name], batch) for name in VARIANTS)
   grad_rel = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(a)))
                  for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads)))
   row = {'config': path, 'batch_size': n, 'onednn_custom_calls': calls['onednn'],
-         'onednn_threads': int(os.environ.get('ONEDNN_CONV_THREADS', '2')),
+         'onednn_threads': int(os.environ[onednn_conv.THREADS_ENV_VAR]),
          'grad_max_rel_diff': grad_rel, 'loss': float(ref_loss),
          'loss_diff': abs(float(ref_loss) - float(loss))}
   for name in compiled:
     row[name] = {'median_s': statistics.median(seconds[name]), 'min_s': min(seconds[name])}
   row['speedup_onednn'] = row['cifar_jax']['median_s'] / row['onednn']['median_s']
   return row
-
 
 
 def main():
@@ -111,10 +107,7 @@ def main():
   parser.add_argument('--reps', type=int, default=7)
   parser.add_argument('--out', default='')
   args = parser.parse_args()
-  if not onednn_conv.load():
-    print(f'error: {onednn_conv.LIBRARY} missing; build it: bash benchmarks/onednn/build.sh',
-          file=sys.stderr)
-    sys.exit(2)
+  load_onednn()
   rows = []
   print(f"{'config':24} {'N':>4} {'calls':>5} {'cifar_jax ms':>12} {'onednn ms':>10} "
         f"{'speedup':>7} {'grad rel diff':>13}")
@@ -126,8 +119,8 @@ def main():
           f"{row['speedup_onednn']:7.2f} {row['grad_max_rel_diff']:13.1e}", flush=True)
     if args.out:
       with open(args.out, 'w') as f:
-        json.dump({'cpu': host_cpu.describe(), 'onednn': onednn_conv.version(), 'jax': jax.__version__,
-                   'load_average_end': os.getloadavg(), 'rows': rows}, f, indent=1)
+        json.dump({'cpu': host_cpu.describe(), 'onednn': onednn_conv.version(),
+                   'jax': jax.__version__, 'load_average_end': os.getloadavg(), 'rows': rows}, f, indent=1)
 
 
 if __name__ == '__main__':

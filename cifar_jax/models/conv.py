@@ -26,6 +26,10 @@ it from its config (model.conv_grad: the train steps trace inside `grad_mode(...
 and where the config leaves it '', the CIFAR_JAX_CONV_GRAD environment variable does. It is read
 when a convolution is traced and travels in its ConvSpec to the gradient, so a jitted function
 keeps the mode it was traced with.
+
+The backend: 'xla' (the default; all of the above) or 'onednn' (models/onednn_conv.py: oneDNN's
+forward and gradients for 2-D float32 convolutions in CPU programs, the forms above on other
+platforms). A run sets it from model.conv_backend; the train steps trace inside `backend(...)`.
 """
 
 import contextlib
@@ -40,10 +44,13 @@ from jax import lax
 import jax.numpy as jnp
 
 from cifar_jax.models import conv_tuning
+from cifar_jax.models import onednn_conv
 
 ENV_VAR = 'CIFAR_JAX_CONV_GRAD'
 MODES = ('auto', 'conv', 'matmul', 'tuned', 'xla')
 _scoped_mode = contextvars.ContextVar('conv_grad_mode', default='')
+BACKENDS = ('xla', 'onednn')
+_scoped_backend = contextvars.ContextVar('conv_backend', default='xla')
 
 # Rows (batch x output pixels) per matmul in a tap's contraction: it runs as a batched matmul
 # of at least this many rows per batch entry, then a sum. One matmul contracting 10^5+ rows into
@@ -89,31 +96,72 @@ def grad_mode(value: str):
     _scoped_mode.reset(token)
 
 
+def current_backend() -> str:
+  """The backend convolutions traced now get: backend()'s if inside one, else 'xla'."""
+  return _scoped_backend.get()
+
+
+@contextlib.contextmanager
+def backend(value: str):
+  """Convolutions traced inside get backend `value` (one of BACKENDS). jit keeps a function's
+  trace whatever the scope: a TrainState carries its backend as a static field instead, which is
+  part of jit's cache key."""
+  if value not in BACKENDS:
+    raise ValueError(f'model.conv_backend={value!r} is unknown; known: {list(BACKENDS)}')
+  token = _scoped_backend.set(value)
+  try:
+    yield
+  finally:
+    _scoped_backend.reset(token)
+
+
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          lhs_dilation: Sequence[int] | None = None,
                          rhs_dilation: Sequence[int] | None = None, dimension_numbers=None,
                          feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None, out_sharding=None):
   """lax.conv_general_dilated, with the CPU weight gradient of the module docstring."""
-  reason = fallback_reason(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
-                           feature_group_count, batch_group_count, out_sharding)
+  reason = layout_reason(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                         feature_group_count, batch_group_count, out_sharding)
+  if reason is None:
+    padding = explicit_padding(lhs.shape, rhs.shape, window_strides, padding)
+  # oneDNN where asked for, on CPU (an accelerator host never loads it: XLA's convolutions).
+  onednn = (reason is None and current_backend() == 'onednn' and jax.default_backend() == 'cpu'
+            and onednn_conv.covers(lhs, rhs, padding, preferred_element_type))
+  if not onednn and reason is None and mode() == 'xla':
+    reason = f'{ENV_VAR}=xla'
   if reason is not None:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
-  padding = explicit_padding(lhs.shape, rhs.shape, window_strides, padding)
   spec = ConvSpec(tuple(window_strides), padding, precision, preferred_element_type, mode())
+  if onednn:  # Programs for other platforms than CPU get this module's convolution.
+    return onednn_conv.conv(lhs, rhs, spec.strides, padding,
+                            otherwise=functools.partial(_conv_or_xla, spec))
   return _conv(spec, lhs, rhs)
+
+
+def _conv_or_xla(spec: ConvSpec, lhs, rhs):
+  return xla_conv(spec, lhs, rhs) if spec.grad_mode == 'xla' else _conv(spec, lhs, rhs)
 
 
 def fallback_reason(lhs, rhs, window_strides, lhs_dilation=None, rhs_dilation=None,
                     dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                     out_sharding=None) -> str | None:
-  """Why this convolution is plain lax.conv_general_dilated, or None if it gets the custom VJP."""
+  """Why this convolution is plain lax.conv_general_dilated under backend 'xla', or None if it
+  gets the custom VJP."""
+  del window_strides  # (lax's signature.)
   if mode() == 'xla':
     return f'{ENV_VAR}=xla'
+  return layout_reason(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, batch_group_count, out_sharding)
+
+
+def layout_reason(lhs, rhs, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                  feature_group_count=1, batch_group_count=1, out_sharding=None) -> str | None:
+  """What in this convolution's form no custom convolution here covers, or None."""
   if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
     return 'dilation'
   if feature_group_count != 1 or batch_group_count != 1:

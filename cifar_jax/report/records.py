@@ -219,6 +219,8 @@ def _record(run_dir: str, provenance: dict[str, Any], seeds_in_program: int) -> 
       'dtype': config.get('model', {}).get('dtype'),
       # The CPU convolutions' weight-gradient form (None: a run from before results.json said).
       'conv_grad': res.get('conv_grad'),
+      # Whose convolution kernels (None: a run from before the key; those were XLA's).
+      'conv_backend': res.get('conv_backend'),
       'jax_version': res.get('jax_version'),
       'reported_test_accuracy': config.get('reported_test_accuracy'),
       'test_accuracy': res['test_accuracy'],

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 # Config values that may change between a run and its resumption.
 RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_',
-                     'train.steps_per_dispatch', 'train.device_loop', 'model.conv_grad')
+                     'train.steps_per_dispatch', 'train.device_loop', 'model.conv_grad',
+                     'model.conv_backend')
 # Keys added to the config after runs were saved, with the value those runs implicitly had, so
 # that a workdir from an earlier version still resumes.
 # model.matmul_precision: runs before it were CPU runs, whose float32 arithmetic is 'highest'.
@@ -49,7 +50,7 @@ RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'check
 ADDED_KEYS = {'num_seeds': 1, 'seeds_share_data_order': True, 'data_seed': None,
               'model.matmul_precision': 'highest', 'checkpoint.every_epochs': 1,
               'checkpoint.every_minutes': 0.0, 'data.validation_source': 'train',
-              'model.conv_grad': ''}
+              'model.conv_grad': '', 'model.conv_backend': 'xla'}
 
 
 class CheckpointError(RuntimeError):

@@ -21,6 +21,7 @@ from cifar_jax.models import MODELS
 from cifar_jax.models import create_model
 from cifar_jax.models import backbone
 from cifar_jax.models import conv
+from cifar_jax.models import onednn_conv
 from cifar_jax.train import callbacks as callbacks_lib
 from cifar_jax.train import optimizers
 from cifar_jax.train import outputs
@@ -162,6 +163,19 @@ def _check_callbacks(config) -> None:
 _MODELS_CHECKED = set()
 
 
+def _check_conv_backend(config) -> None:
+  """A known backend; 'onednn' on a CPU host builds and loads its library now (seconds, once per
+  machine), so that a missing oneDNN or compiler is one line before any work."""
+  backend = config.model.get('conv_backend', 'xla')
+  _require(backend in conv.BACKENDS,
+           f'model.conv_backend={backend!r} is unknown; known: {list(conv.BACKENDS)}')
+  if backend == 'onednn' and jax.default_backend() == 'cpu':
+    try:
+      onednn_conv.load()
+    except onednn_conv.Unavailable as e:
+      _require(False, f"model.conv_backend='onednn': {e}; or set model.conv_backend='xla'")
+
+
 def _check_model(config) -> None:
   """Builds the model and, for a layer stack, traces its init abstractly (no compile, no
   device): an unknown layer type or argument in model.layers fails here. Transfer backbones
@@ -206,6 +220,7 @@ def check_config(config) -> None:
     conv.effective_mode(config.model.conv_grad)
   except ValueError as e:
     _require(False, f"{e}; set it to one of them (model.conv_grad='' defers to ${conv.ENV_VAR})")
+  _check_conv_backend(config)
   _require(config.log.writer in outputs.WRITERS,
            f'log.writer={config.log.writer!r} is unknown; known: {list(outputs.WRITERS)}')
   _require(config.log.verbosity in (0, 1, 2),

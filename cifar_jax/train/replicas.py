@@ -17,6 +17,7 @@ import jax
 
 from cifar_jax.models import conv
 from cifar_jax.models import conv_tuning
+from cifar_jax.models import onednn_conv
 from cifar_jax.train import callbacks as callbacks_lib
 from cifar_jax.train import checkpointing
 from cifar_jax.train import seeds
@@ -181,5 +182,8 @@ def results(replica: Replica, test: dict, steps_run: int, setup) -> dict:
       # The CPU convolutions' weight-gradient form, and with 'tuned' the form of each shape.
       'conv_grad': conv.effective_mode(config.model.conv_grad),
       'conv_grad_choices': conv_tuning.choices(),
+      # Whose convolution kernels CPU programs ran, and oneDNN's version where they were its.
+      'conv_backend': config.model.conv_backend,
+      'onednn_version': onednn_conv.version(),
       'jax_version': jax.__version__,
   }

@@ -36,15 +36,20 @@ class TrainState(train_state.TrainState):
   # Static: the CPU convolutions' weight-gradient form (config model.conv_grad, models/conv.py's
   # modes); '' leaves $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: same values to rounding.
   conv_grad: str = flax.struct.field(pytree_node=False, default='')
+  # Static: whose convolution kernels CPU programs run (config model.conv_backend): 'xla' or
+  # 'onednn' (models/onednn_conv.py). Speed only: the same values to float32 rounding.
+  conv_backend: str = flax.struct.field(pytree_node=False, default='xla')
 
   @contextlib.contextmanager
   def arithmetic(self):
     """The context the steps trace in: this state's matmul precision ('default': no change, so
-    a process-wide setting such as JAX_DEFAULT_MATMUL_PRECISION still applies) and conv_grad."""
+    a process-wide setting such as JAX_DEFAULT_MATMUL_PRECISION still applies), conv_grad and
+    conv_backend."""
     with contextlib.ExitStack() as stack:
       if self.matmul_precision != 'default':
         stack.enter_context(jax.default_matmul_precision(self.matmul_precision))
       stack.enter_context(conv.grad_mode(self.conv_grad))
+      stack.enter_context(conv.backend(self.conv_backend))
       yield
 
 
@@ -113,7 +118,8 @@ def create_train_state(config, model, tx, input_pipeline: InputPipeline,
                             tta=config.augment.tta,
                             # A run's config.json from before the key (predict): jax's default.
                             matmul_precision=config.model.get('matmul_precision', 'default'),
-                            conv_grad=config.model.get('conv_grad', ''))
+                            conv_grad=config.model.get('conv_grad', ''),
+                            conv_backend=config.model.get('conv_backend', 'xla'))
   return state.replace(opt_state=fast_optim.with_stats(state.opt_state, batch_stats))
 
 

@@ -1,4 +1,5 @@
-// oneDNN convolutions for XLA:CPU through the typed XLA FFI: a prototype (benchmarks/onednn/).
+// oneDNN convolutions for XLA:CPU through the typed XLA FFI (model.conv_backend='onednn';
+// cifar_jax/models/onednn_conv.py builds this file and registers its handlers).
 //
 // Three handlers, each a 2-D float32 convolution in cifar_jax's layouts (activations NHWC,
 // kernels HWIO), any strides and explicit paddings, no dilation, no groups:
@@ -14,7 +15,9 @@
 // call, a small copy next to the convolution. Primitives are built once per shape and cached
 // (building one JIT-compiles its kernel, milliseconds); each call runs on the calling XLA thread
 // with a user scratchpad in a thread-local buffer, so concurrent calls of one primitive are safe.
-// oneDNN's threads are its OpenMP runtime's: ONEDNN_CONV_THREADS (default 2) per call.
+// oneDNN's threads are its OpenMP runtime's: CIFAR_JAX_ONEDNN_THREADS per call (onednn_conv.py
+// sets its default; XLA already runs independent convolutions, e.g. a layer's two gradients, at
+// the same time on its own threads, so one call taking every core oversubscribes them).
 
 #include <omp.h>
 
@@ -42,9 +45,9 @@ dnnl::engine& Engine() {
 
 int Threads() {
   static int threads = [] {
-    const char* value = std::getenv("ONEDNN_CONV_THREADS");
-    int n = value ? std::atoi(value) : 2;
-    return n > 0 ? n : 2;
+    const char* value = std::getenv("CIFAR_JAX_ONEDNN_THREADS");
+    int n = value ? std::atoi(value) : 1;
+    return n > 0 ? n : 1;
   }();
   return threads;
 }
@@ -269,7 +272,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBwdWeights, ConvBwdWeights,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() CONV_ATTRS);
 
-// The oneDNN version the library was built against and runs with, for the benchmark's record.
+// The oneDNN version the library runs with, for a run's record.
 extern "C" const char* OnednnConvVersion() {
   static std::string text = [] {
     const dnnl_version_t* v = dnnl_version();
