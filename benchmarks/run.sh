@@ -6,7 +6,9 @@
 #
 # Two venvs under .venv-bench/, because tensorflow-cpu 2.21.0 needs h5py<3.15 and requirements.txt
 # pins 3.16.0 (see requirements-bench.txt):
-#   .venv-bench/jax  requirements-test.txt as pinned: the cifar_jax and Keras/jax runs;
+#   .venv-bench/jax  requirements-test.txt as pinned, plus requirements-onednn.txt (oneDNN's
+#                    convolutions, compiled with g++ on first use): the cifar_jax, cifar_jax_onednn
+#                    and Keras/jax runs;
 #   .venv-bench/tf   the same pins less h5py, plus requirements-bench.txt: the Keras/TF runs.
 # BENCH_PYTHON / BENCH_TF_PYTHON: use these interpreters instead (nothing is installed then).
 set -euo pipefail
@@ -14,10 +16,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench="$root/.venv-bench"
 python="${PYTHON:-python3}"
 
-# The flat requirement list of a venv: requirements.txt [less h5py], the test extras [+ TF].
+# The flat requirement list of a venv: requirements.txt [less h5py], the test extras, [oneDNN's
+# wheels for model.conv_backend='onednn' | TF].
 jax_requirements() {
   cat "$root/requirements.txt"
   grep -v '^-r' "$root/requirements-test.txt"
+  cat "$root/requirements-onednn.txt"
 }
 tf_requirements() {
   grep -v '^h5py==' "$root/requirements.txt"

@@ -1,5 +1,6 @@
-"""The benchmark suite: cifar_jax against Keras 3 (jax and TensorFlow backends), same machine,
-same run, same architectures, optimizers and augmentation.
+"""The benchmark suite: cifar_jax (with XLA's convolutions, and with oneDNN's) against Keras 3
+(jax and TensorFlow backends), same machine, same run, same architectures, optimizers and
+augmentation.
 
     bash benchmarks/run.sh --data_dir=../shared/data/cifar10-jpeg --out=benchmarks/results/cpu.json
     python benchmarks/suite.py --quick --configs=configs/redes/m1.py --data_dir=...  # a few minutes
@@ -7,7 +8,10 @@ same run, same architectures, optimizers and augmentation.
 (benchmarks/run.sh installs the venvs; run directly, suite.py needs --tf_python for keras_tf.)
 
 Per (framework, config), each in a process of its own (Keras's backend is fixed at import, and
-each process's peak RSS is its own):
+each process's peak RSS is its own). cifar_jax_onednn is the cifar_jax child with
+model.conv_backend='onednn' (cifar_jax/models/onednn_conv.py); cifar_jax runs 'xla', whatever the
+config says. Where oneDNN's convolutions cannot run (no oneDNN, no g++, not a CPU host), that child
+records status 'skipped' and the reason instead of numbers:
 
 * train step: the jitted `cifar_jax.train.train_step` (with the config's on-device augmentation)
   on one fixed batch of the config's batch size, or a Keras `fit` on rescaled arrays timed per
@@ -25,7 +29,8 @@ each process's peak RSS is its own):
   --subset_seconds (from the measured step time), and --subset_validation validation images,
   extrapolated to a full epoch as train_seconds x full_steps / subset_steps + validation_seconds
   x full_validation / subset_validation (labelled 'subset' / 'extrap' in the JSON and table).
-* FLOPs per training image: XLA's cost analysis of cifar_jax's compiled train step / batch size.
+* FLOPs per training image: XLA's cost analysis of cifar_jax's compiled train step / batch size
+  (the cifar_jax_onednn child's own count leaves out the convolutions, custom calls to XLA).
   Achieved FLOP/s of every framework = that x its train-step images/s, also as a fraction of
   this machine's dense float32 matmul peak, measured in the same run (at its start and end, the
   best of numpy and XLA). A fraction above 1 means the peak was taken while other work slowed
@@ -65,8 +70,14 @@ import json_out  # This folder's --out writer (local or gs://).
 from config_file import load_config as read_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ('cifar_jax', 'keras_jax', 'keras_tf')
+FRAMEWORKS = ('cifar_jax', 'cifar_jax_onednn', 'keras_jax', 'keras_tf')
 KERAS_BACKENDS = {'keras_jax': 'jax', 'keras_tf': 'tensorflow'}
+# The cifar_jax children: the same code path, each with its model.conv_backend.
+CONV_BACKENDS = {'cifar_jax': 'xla', 'cifar_jax_onednn': 'onednn'}
+# The summary's throughput ratios: key -> (whose, over whom). The cifar_jax row is cifar_jax with
+# XLA's convolutions, so onednn_speedup['cifar_jax'] is oneDNN's convolutions over XLA's.
+SPEEDUPS = {'speedup': ('cifar_jax', ('keras_jax', 'keras_tf')),
+            'onednn_speedup': ('cifar_jax_onednn', ('cifar_jax', 'keras_jax', 'keras_tf'))}
 DEFAULT_CONFIGS = ('configs/redes/m1.py', 'configs/p2cnn/exp1.py', 'configs/exp0.py',
                    'configs/exp8b.py', 'configs/exp11.py', 'configs/proyecto4/exp10.py')
 # Small enough on a 2-core CPU for real full epochs (about a minute each or less).
@@ -284,6 +295,30 @@ def cifar_jax_info() -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   return {'device': f'{jax.devices()[0].platform} x{jax.device_count()}',
           'versions': {'jax': jax.__version__, 'flax': flax.__version__}}
+
+
+def use_conv_backend(config, backend: str) -> dict:
+  """Sets config.model.conv_backend; 'onednn' loads oneDNN's convolutions first (compiled on
+  first use, seconds). Returns the row's backend fields. Raises onednn_conv.Unavailable where
+  they cannot run: without oneDNN or g++, or on an accelerator, which would run XLA's
+  convolutions and so time the cifar_jax child again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
+  config.model.conv_backend = backend
+  if backend != 'onednn':
+    return {'conv_backend': backend}
+  if jax.default_backend() != 'cpu':
+    raise onednn_conv.Unavailable(f'oneDNN convolutions are CPU-only; this host computes on '
+                                  f'{jax.default_backend()}, where they are XLA\'s')
+  return {'conv_backend': backend, 'onednn_version': onednn_conv.load()}
+
+
+def measure_cifar_jax(config, splits, full: EpochShape, plan: Plan) -> dict:
+  """The train step, then the epochs (the step's time sizes a subset epoch)."""
+  step = cifar_jax_train_step(config, splits, plan)
+  row = {'flops_per_image': step.pop('flops_per_image'), **cifar_jax_info()}
+  measured, splits = epoch_data(config, plan, full, splits, step['median_step_seconds'])
+  return {'train_step': step, 'epoch': cifar_jax_epochs(config, plan, measured, full), **row}
 
 
 # --- Keras 3 (backend chosen by KERAS_BACKEND before import) ----------------------------------
@@ -522,32 +557,42 @@ def keras_device(backend: str) -> str:
   return f'{jax.devices()[0].platform} x{jax.device_count()}'
 
 
+def measure_keras(config, backend: str, splits, full: EpochShape, plan: Plan) -> dict:
+  """The train step, then the epochs (the step's time sizes a subset epoch)."""
+  rescale = keras_scale(config, splits.train.images)
+  model = build_keras(config, backend)
+  step = keras_train_step(model, config, splits, plan, rescale)
+  row = {'jit_compile': bool(model.jit_compile), 'device': keras_device(backend),
+         'versions': keras_versions(backend)}
+  measured, splits = epoch_data(config, plan, full, splits, step['median_step_seconds'])
+  return {'train_step': step,
+          'epoch': keras_epochs(model, config, splits, plan, measured, full, rescale), **row}
+
+
 # --- The child process -------------------------------------------------------------------------
 
 def measure(framework: str, config_path: str, data_dir: str, plan: Plan) -> dict:
-  """Runs in the child: one framework on one config, the train step first (its time sizes a
-  subset epoch), then the epochs."""
+  """Runs in the child: one framework on one config. A cifar_jax backend that cannot run here
+  gives a 'skipped' row (before the data loads) rather than an error."""
   load_start = os.getloadavg()
   config = load_config(config_path, data_dir)
+  backend_fields = {}
+  if framework in CONV_BACKENDS:
+    from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
+    try:
+      backend_fields = use_conv_backend(config, CONV_BACKENDS[framework])
+    except onednn_conv.Unavailable as e:
+      return {'framework': framework, 'config': config_path, 'status': 'skipped',
+              'reason': str(e)}
   from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   splits = pipeline.make_splits(config.data)
   full = full_epoch_shape(config, splits)
-  if framework == 'cifar_jax':
-    step = cifar_jax_train_step(config, splits, plan)
-    row = {'flops_per_image': step.pop('flops_per_image'), **cifar_jax_info()}
-    measured, splits = epoch_data(config, plan, full, splits, step['median_step_seconds'])
-    epoch = cifar_jax_epochs(config, plan, measured, full)
+  if framework in CONV_BACKENDS:
+    row = measure_cifar_jax(config, splits, full, plan)
   else:
-    backend = KERAS_BACKENDS[framework]
-    rescale = keras_scale(config, splits.train.images)
-    model = build_keras(config, backend)
-    step = keras_train_step(model, config, splits, plan, rescale)
-    row = {'jit_compile': bool(model.jit_compile), 'device': keras_device(backend),
-           'versions': keras_versions(backend)}
-    measured, splits = epoch_data(config, plan, full, splits, step['median_step_seconds'])
-    epoch = keras_epochs(model, config, splits, plan, measured, full, rescale)
-  return {'framework': framework, 'config': config_path, 'status': 'ok', 'train_step': step,
-          'epoch': epoch, **row, 'peak_rss_mib': peak_rss_mib(),
+    row = measure_keras(config, KERAS_BACKENDS[framework], splits, full, plan)
+  return {'framework': framework, 'config': config_path, 'status': 'ok', **row,
+          **backend_fields, 'peak_rss_mib': peak_rss_mib(),
           'load_average_start': list(load_start), 'load_average_end': list(os.getloadavg())}
 
 
@@ -621,17 +666,32 @@ def flops_fields(row: dict, flops_per_image, peak) -> dict:
           'fraction_of_peak': achieved / peak if peak else None}
 
 
+def speedups(ours: dict, by_framework: dict, others) -> dict:
+  """`ours`'s throughput over each of `others` that ran (> 1: ours is faster), step and epoch."""
+  if ours.get('status') != 'ok':
+    return {}
+  ratios = {}
+  for framework in others:
+    row = by_framework.get(framework, {})
+    if row.get('status') == 'ok':
+      ratios[framework] = {
+          'train_step': (ours['train_step']['images_per_second']
+                         / row['train_step']['images_per_second']),
+          'epoch': row['epoch']['full_epoch_seconds'] / ours['epoch']['full_epoch_seconds']}
+  return ratios
+
+
 def summarize(rows: list, peak) -> list:
-  """Per config: FLOPs per image, each framework's headline numbers and cifar_jax's speed-ups."""
+  """Per config: FLOPs per image, each framework's headline numbers and the SPEEDUPS."""
   summary = []
   for config in dict.fromkeys(row['config'] for row in rows):
     by_framework = {row['framework']: row for row in rows if row['config'] == config}
-    ours = by_framework.get('cifar_jax', {})
-    flops = ours.get('flops_per_image')
-    entry = {'config': config, 'flops_per_image': flops, 'frameworks': {}, 'speedup': {}}
+    flops = by_framework.get('cifar_jax', {}).get('flops_per_image')
+    entry = {'config': config, 'flops_per_image': flops, 'frameworks': {}}
     for framework, row in by_framework.items():
       if row.get('status') != 'ok':
-        entry['frameworks'][framework] = {'status': row.get('status'), 'error': row.get('error')}
+        entry['frameworks'][framework] = {key: row.get(key) for key in ('status', 'error', 'reason')
+                                          if key in row}
         continue
       entry['frameworks'][framework] = {
           'step_images_per_second': row['train_step']['images_per_second'],
@@ -640,14 +700,8 @@ def summarize(rows: list, peak) -> list:
           'epoch_mode': row['epoch']['mode'],
           'compile_seconds': row['train_step']['compile_seconds'],
           'peak_rss_mib': row['peak_rss_mib'], **flops_fields(row, flops, peak)}
-    if ours.get('status') == 'ok':
-      for framework, row in by_framework.items():
-        if framework != 'cifar_jax' and row.get('status') == 'ok':
-          # cifar_jax's throughput over Keras's (> 1: cifar_jax is faster), step and epoch.
-          entry['speedup'][framework] = {
-              'train_step': (ours['train_step']['images_per_second']
-                             / row['train_step']['images_per_second']),
-              'epoch': row['epoch']['full_epoch_seconds'] / ours['epoch']['full_epoch_seconds']}
+    for key, (ours, others) in SPEEDUPS.items():
+      entry[key] = speedups(by_framework.get(ours, {}), by_framework, others)
     summary.append(entry)
   return summary
 
@@ -664,28 +718,32 @@ def cell(value, width: int, digits: int = 1, scale: float = 1.0) -> str:
 
 
 def format_table(summary: list, loaded: bool) -> str:
-  header = (f'{"config":18s} {"framework":10s} {"step img/s":>10s} {"GFLOP/s":>8s} {"%peak":>6s} '
+  header = (f'{"config":18s} {"framework":16s} {"step img/s":>10s} {"GFLOP/s":>8s} {"%peak":>6s} '
             f'{"epoch s":>8s} {"kind":>6s} {"compile s":>9s} {"RSS MiB":>8s} '
-            f'{"step x":>7s} {"epoch x":>7s}')
+            f'{"step x":>7s} {"epoch x":>7s} {"1dnn st x":>9s} {"1dnn ep x":>9s}')
   lines = [header, '-' * len(header)]
   for entry in summary:
     for framework, row in entry['frameworks'].items():
       name = short_name(entry['config'])
       if 'step_images_per_second' not in row:
-        error = (row.get('error') or '').strip().splitlines()[-1:]
-        lines.append(f'{name:18s} {framework:10s} {row["status"]}: {" ".join(error)}')
+        why = (row.get('error') or row.get('reason') or '').strip().splitlines()[-1:]
+        lines.append(f'{name:18s} {framework:16s} {row["status"]}: {" ".join(why)}')
         continue
       speedup = entry['speedup'].get(framework, {})
+      onednn = entry['onednn_speedup'].get(framework, {})
       lines.append(
-          f'{name:18s} {framework:10s} {cell(row["step_images_per_second"], 10)} '
+          f'{name:18s} {framework:16s} {cell(row["step_images_per_second"], 10)} '
           f'{cell(row.get("achieved_flops_per_second"), 8, scale=1e-9)} '
           f'{cell(row.get("fraction_of_peak"), 6, scale=100)} '
           f'{cell(row["epoch_seconds"], 8)} '
           f'{"full" if row["epoch_mode"] == "full" else "extrap":>6s} '
           f'{cell(row["compile_seconds"], 9)} {cell(row["peak_rss_mib"], 8, 0)} '
-          f'{cell(speedup.get("train_step"), 7, 2)} {cell(speedup.get("epoch"), 7, 2)}')
+          f'{cell(speedup.get("train_step"), 7, 2)} {cell(speedup.get("epoch"), 7, 2)} '
+          f'{cell(onednn.get("train_step"), 9, 2)} {cell(onednn.get("epoch"), 9, 2)}')
   lines.append('step x / epoch x: cifar_jax images/s over that framework\'s (> 1: cifar_jax '
-               'faster); kind "extrap": a subset epoch extrapolated to a full one.')
+               'faster); 1dnn st x / 1dnn ep x: the same for cifar_jax_onednn\n(on the '
+               'cifar_jax row: oneDNN\'s convolutions over XLA\'s); kind "extrap": a subset '
+               'epoch extrapolated to a full one.')
   if loaded:
     lines.append('LOADED: other work shared the cores during this run (see load_average).')
   return '\n'.join(lines)
@@ -718,7 +776,9 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--configs', default=','.join(DEFAULT_CONFIGS),
                       help="comma-separated config files, or short names: 'redes/m1,exp11'")
-  parser.add_argument('--frameworks', default=','.join(FRAMEWORKS))
+  parser.add_argument('--frameworks', default=','.join(FRAMEWORKS),
+                      help=f'comma-separated, of {",".join(FRAMEWORKS)} (cifar_jax_onednn is '
+                      'skipped where oneDNN cannot load)')
   parser.add_argument('--data_dir', default='', help="CIFAR-10 folder (the config's data.dir)")
   parser.add_argument('--out', default='benchmarks/results/suite.json')
   parser.add_argument('--step_reps', type=int, default=5, help='timed train steps, at most')
@@ -782,11 +842,16 @@ def measure_one(framework: str, config_path: str, plan: Plan, args) -> dict:
   row = {'framework': framework, 'config': config_path, 'plan': dataclasses.asdict(plan),
          **run_child(python, child_args(framework, config_path, args, plan), env,
                      args.child_timeout)}
-  print(row['status'] if row['status'] != 'ok' else
-        f"{row['train_step']['images_per_second']:.1f} img/s step, "
-        f"{row['epoch']['full_epoch_seconds']:.1f} s epoch ({row['child_seconds']:.0f} s)",
-        flush=True)
+  print(outcome(row), flush=True)
   return row
+
+
+def outcome(row: dict) -> str:
+  """A result row's progress line: its numbers, or its status (and a skip's reason)."""
+  if row['status'] == 'ok':
+    return (f"{row['train_step']['images_per_second']:.1f} img/s step, "
+            f"{row['epoch']['full_epoch_seconds']:.1f} s epoch ({row['child_seconds']:.0f} s)")
+  return f"{row['status']}: {row['reason']}" if row.get('reason') else row['status']
 
 
 def measure_peak(args, when: str) -> dict:
