@@ -25,6 +25,8 @@ it) of random uint8 images, or CIFAR-10's first training images (--data_dir). Va
                  place of flax's nn.BatchNorm ((x - mean) * inv + beta)
   ours_xla / ours_conv / ours_matmul   model.conv_grad=xla / conv / matmul (for 3x3
                  kernels 'conv' is what 'auto' picks: the same program as ours)
+  ours_onednn    model.conv_backend='onednn' (oneDNN's convolutions, custom calls: the profile
+                 names them after their custom-call instructions)
   ours_loop      --loop_steps steps per call in a lax.fori_loop (train.device_loop=True's
                  program); reported per step
 
@@ -60,7 +62,7 @@ sys.path.insert(0, REPO)
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 VARIANTS = ('keras', 'keras_highest', 'ours', 'ours_noaug', 'ours_default', 'ours_keras_bn',
-            'ours_xla', 'ours_conv', 'ours_matmul', 'ours_loop')
+            'ours_xla', 'ours_conv', 'ours_matmul', 'ours_onednn', 'ours_loop')
 DEFAULT_VARIANTS = ('keras', 'ours', 'ours_noaug', 'ours_keras_bn', 'ours_xla', 'ours_loop')
 CONV_MODES = {'ours_xla': 'xla', 'ours_conv': 'conv', 'ours_matmul': 'matmul'}
 NO_AUGMENT = {'rotation_range': 0.0, 'width_shift_range': 0.0, 'height_shift_range': 0.0,
@@ -153,6 +155,10 @@ def build_ours(variant: str, config_path: str, batch_size: int, images, labels,
   if variant == 'ours_default':
     config.model.matmul_precision = 'default'
   config.model.conv_grad = CONV_MODES.get(variant, 'auto')
+  config.model.conv_backend = 'onednn' if variant == 'ours_onednn' else 'xla'
+  if variant == 'ours_onednn':
+    from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
+    onednn_conv.load()
   tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
   with contextlib.ExitStack() as stack:
     if variant == 'ours_keras_bn':

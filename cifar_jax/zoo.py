@@ -233,7 +233,7 @@ def run_jobs(jobs: Sequence[Job], args, extra: list[str], data_flags: list[str],
         dtype = sweep.parse_config(job.config_file, [f for f in extra
                                                      if f.startswith('--config.')]).model.dtype
         prepare(job, commit, dirty, machine, extra, dtype)
-        job.status = sweep.run_to_end(command, job.workdir, progress)
+        job.status = sweep.run_to_end(command, job.workdir, progress, args.nice)
       if job.status.startswith('finished'):
         for record in records_lib.build_records(job.workdir, allow_dirty=True):
           print(f'{progress}: {records_lib.write_record(args.results, record)}', flush=True)

@@ -124,7 +124,8 @@ def test_zoo_runs_and_records_in_a_bucket(gcs_bucket, data, elsewhere, monkeypat
   write_provenance(f'{out}/tiny/seed0', TINY)
   launched = []
 
-  def run_launch_py(command):  # launch.py, stubbed: what it reads and writes where it looks.
+  # launch.py, stubbed: what it reads and writes where it looks.
+  def run_launch_py(command, niceness=0):
     workdir = next(a.split('=', 1)[1] for a in command if a.startswith('--workdir='))
     launched.append((command, json.loads(paths.read_text(f'{workdir}/provenance.json'))))
     write_run(workdir, config, gs_data, seed=1)
@@ -157,7 +158,8 @@ def test_a_sweep_of_finished_gs_points_tables_them_in_the_bucket(gcs_bucket, dat
     config = json.loads(sweep.parse_config(str(REPO / TINY), [
         f'--config.optim.learning_rate={rate}']).to_json_best_effort())
     write_run(f'{workdir}/optim.learning_rate={rate}', config, gs_data, accuracy=accuracy)
-  monkeypatch.setattr(sweep, 'launch', lambda command: pytest.fail(f'launched {command}'))
+  monkeypatch.setattr(sweep, 'launch',
+                      lambda command, niceness=0: pytest.fail(f'launched {command}'))
 
   assert sweep.main([f'--config={REPO / TINY}', '--sweep=optim.learning_rate=[0.001,0.003]',
                      f'--workdir={workdir}']) == 0, capsys.readouterr().err
@@ -187,7 +189,8 @@ def test_a_gs_path_without_gcsfs_is_one_error_before_any_work(argv, monkeypatch,
   """As on a machine without the extra (gcsfs, and TensorFlow's gfile, made unimportable)."""
   monkeypatch.setitem(sys.modules, 'gcsfs', None)
   monkeypatch.setitem(sys.modules, 'tensorflow', None)
-  monkeypatch.setattr(sweep, 'launch', lambda command: pytest.fail(f'launched {command}'))
+  monkeypatch.setattr(sweep, 'launch',
+                      lambda command, niceness=0: pytest.fail(f'launched {command}'))
   main = {'zoo': zoo.main, 'experiments': experiments.main, 'sweep': sweep.main}[argv[0]]
 
   assert main(argv[1:]) == 2

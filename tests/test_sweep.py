@@ -46,7 +46,7 @@ def no_launch(monkeypatch):
   """launch.py runs that must not happen; the commands asked for are recorded."""
   commands = []
 
-  def refuse(command):
+  def refuse(command, niceness=0):
     commands.append(command)
     raise AssertionError(f'launched {command}')
 
@@ -98,7 +98,8 @@ def test_unfinished_points_are_marked(exit_code, status, sweep_exit, finished_sw
                                       synthetic_dir, tmp_path, monkeypatch):
   workdir = copy_sweep(finished_sweep, tmp_path / 'sweep')
   commands = []
-  monkeypatch.setattr(sweep, 'launch', lambda command: commands.append(command) or exit_code)
+  monkeypatch.setattr(sweep, 'launch',
+                      lambda command, niceness=0: commands.append(command) or exit_code)
   monkeypatch.chdir(REPO)
 
   values = ('0.01', '0.001', '0.03')  # 0.001 finished in the module's sweep.
@@ -202,3 +203,17 @@ def test_a_signal_to_the_sweep_reaches_its_run_exactly_once(tmp_path, signum, to
   assert driver.returncode == 0
   assert stdout.strip() == '130'  # the run stopped on the signal
   assert marker.read_text() == '1'  # and got it once: a second would exit without saving
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/autogroup'),
+                    reason='a kernel without autogroup scheduling: niceness alone decides')
+def test_a_niced_run_yields_from_its_own_session_too(tmp_path):
+  # The run's session is an autogroup of its own; its niceness is what the scheduler weighs
+  # against other sessions (the process's own niceness only counts inside it).
+  seen = tmp_path / 'autogroup'
+  code = sweep.launch([sys.executable, '-c', 'import sys, time; time.sleep(1); '
+                       'open(sys.argv[1], "w").write(open("/proc/self/autogroup").read())',
+                       str(seen)], niceness=7)
+  assert code == 0
+  expected = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
+  assert seen.read_text().split()[-2:] == ['nice', str(expected)]

@@ -85,7 +85,7 @@ def test_zoo_trains_records_and_skips_what_is_recorded(tmp_path, synthetic_dir, 
     assert str(tmp_path) not in json.dumps(record)
   assert len(glob.glob(os.path.join(results, 'tiny', '*.json'))) == 2
 
-  def refuse(command):
+  def refuse(command, niceness=0):
     raise AssertionError(f'launched {command}')
   monkeypatch.setattr(sweep, 'launch', refuse)
   capsys.readouterr()
@@ -103,7 +103,8 @@ def test_zoo_trains_records_and_skips_what_is_recorded(tmp_path, synthetic_dir, 
     (['--configs=exp0', '--', '--config.optim.lerning_rate=1'], 'lerning_rate'),
 ])
 def test_bad_arguments_fail_before_any_run(argv, message, monkeypatch, in_repo, capsys):
-  monkeypatch.setattr(sweep, 'launch', lambda command: pytest.fail(f'launched {command}'))
+  monkeypatch.setattr(sweep, 'launch',
+                      lambda command, niceness=0: pytest.fail(f'launched {command}'))
   monkeypatch.setattr(zoo, 'git_state', lambda results: ('f' * 40, False))
 
   assert zoo.main(argv) == 2

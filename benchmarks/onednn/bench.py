@@ -18,7 +18,7 @@ variants:
             onednn    cifar_jax.models.conv.conv_general_dilated traced inside
                       conv.backend('onednn'), what model.conv_backend='onednn' runs (oneDNN
                       3.x's forward and gradients; its OpenMP threads per call:
-                      CIFAR_JAX_ONEDNN_THREADS, default half the cores, at least 1)
+                      CIFAR_JAX_ONEDNN_THREADS, default every core)
 
 Timing: after two warm-up calls of every program, --reps rounds, each one call of every
 (program, variant) of the shape in turn (interleaved: a change in machine load hits all

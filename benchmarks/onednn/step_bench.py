@@ -8,8 +8,8 @@ Per config (random uint8 images, its train.batch_size or --batch_size), cifar_ja
 train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered twice in this process,
 from the config's state with conv_backend 'xla' (the default) and with 'onednn' (what
 model.conv_backend='onednn' runs: every channels-last float32 convolution then runs forward
-and both gradients in oneDNN, on CIFAR_JAX_ONEDNN_THREADS OpenMP threads per call, default half
-the cores, at least 1). Both run from the same state values on the same batch;
+and both gradients in oneDNN, on CIFAR_JAX_ONEDNN_THREADS OpenMP threads per call (default every
+core). Both run from the same state values on the same batch;
 timed interleaved, --reps rounds after two warm-ups, median seconds per step. Agreement: per
 parameter, the largest difference of the loss's gradient (the model on the batch, no
 augmentation, train mode) divided by the gradient's largest magnitude, the worst parameter

@@ -16,8 +16,7 @@
 // (building one JIT-compiles its kernel, milliseconds); each call runs on the calling XLA thread
 // with a user scratchpad in a thread-local buffer, so concurrent calls of one primitive are safe.
 // oneDNN's threads are its OpenMP runtime's: CIFAR_JAX_ONEDNN_THREADS per call (onednn_conv.py
-// sets its default; XLA already runs independent convolutions, e.g. a layer's two gradients, at
-// the same time on its own threads, so one call taking every core oversubscribes them).
+// sets its default, every core, and says why).
 
 #include <omp.h>
 

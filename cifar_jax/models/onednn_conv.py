@@ -17,7 +17,7 @@ Built libraries are cached in ~/.cache/cifar_jax/onednn/ ($XDG_CACHE_HOME respec
 source, jaxlib version, compiler and oneDNN library. oneDNN is found under $CIFAR_JAX_ONEDNN_ROOT
 (a prefix with include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so.3), else the Python environment's
 prefix, where the pip wheels install it. oneDNN runs each call on CIFAR_JAX_ONEDNN_THREADS OpenMP
-threads (default: half the cores this process may use, at least one).
+threads (default: every core this process may use; see default_threads).
 """
 
 import ctypes
@@ -84,11 +84,18 @@ def version() -> str:
 
 
 def default_threads() -> int:
-  """Half the cores this process may run on (XLA runs two gradient convolutions at once)."""
-  return max(1, len(os.sched_getaffinity(0)) // 2)
+  """Every core this process may run on.
+
+  XLA runs independent ops (a layer's two gradients) at once, so this oversubscribes the cores
+  at times; fewer threads lost more where convolutions run one after another. A quiet 2-core
+  AMD EPYC Zen 4, train steps (benchmarks/onednn/step_bench.py), 2 threads against 1: exp11
+  (batch 128) 1.29x against 0.75x the speed of XLA's convolutions, redes/m1 1.77x against 1.23x,
+  exp0 1.34x against 1.02x, p2cnn/exp1 1.17x against 0.85x. (Under other work at the same
+  priority, one thread did better: it waits less for a core.)"""
+  return max(1, len(os.sched_getaffinity(0)))
 
 
-# --- Building the library. ----------------------------------------------------------------------
+# --- Building the library. -------------------------------------------------------------------
 
 def onednn_prefix() -> str:
   return os.environ.get(ROOT_ENV_VAR) or sys.prefix
@@ -136,7 +143,7 @@ def _built_library() -> str:
   return path
 
 
-# --- The convolution. ------------------------------------------------------------------------------
+# --- The convolution. -----------------------------------------------------------------------
 
 def covers(lhs, rhs, padding, preferred_element_type=None) -> bool:
   """Whether `conv` takes this channels-last convolution (2-D, float32, explicit `padding` with
