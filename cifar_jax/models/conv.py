@@ -89,11 +89,8 @@ def grad_mode(value: str):
     return
   if value not in MODES:
     raise ValueError(f'model.conv_grad={value!r} is unknown; known: {list(MODES)}')
-  token = _scoped_mode.set(value)
-  try:
+  with _set_within(_scoped_mode, value):
     yield
-  finally:
-    _scoped_mode.reset(token)
 
 
 def current_backend() -> str:
@@ -108,11 +105,17 @@ def backend(value: str):
   part of jit's cache key."""
   if value not in BACKENDS:
     raise ValueError(f'model.conv_backend={value!r} is unknown; known: {list(BACKENDS)}')
-  token = _scoped_backend.set(value)
+  with _set_within(_scoped_backend, value):
+    yield
+
+
+@contextlib.contextmanager
+def _set_within(variable: contextvars.ContextVar, value):
+  token = variable.set(value)
   try:
     yield
   finally:
-    _scoped_backend.reset(token)
+    variable.reset(token)
 
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,

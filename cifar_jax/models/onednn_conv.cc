@@ -141,6 +141,15 @@ void SetWeights(Entry& e, const PrimitiveDesc& pd, const memory::desc& weights,
   }
 }
 
+// The kernel as the primitive reads it: XLA's HWIO buffer itself, or a copy in oneDNN's layout.
+memory Kernel(const Entry& e, const Geometry& g, float* hwio, dnnl::stream& stream) {
+  memory user(g.UserWeights(), Engine(), hwio);
+  if (!e.reorder) return user;
+  memory kernel(e.weights, Engine(), ThreadBuffer(1, e.weights.get_size()));
+  e.weights_reorder.execute(stream, user, kernel);
+  return kernel;
+}
+
 memory Scratchpad(const Entry& e) {
   return memory(e.scratchpad, Engine(), ThreadBuffer(0, e.scratchpad.get_size()));
 }
@@ -176,12 +185,7 @@ ffi::Error ConvFwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
       return entry;
     });
     dnnl::stream stream(Engine());
-    memory user_w(g.UserWeights(), Engine(), w.typed_data());
-    memory conv_w = user_w;
-    if (e->reorder) {
-      conv_w = memory(e->weights, Engine(), ThreadBuffer(1, e->weights.get_size()));
-      e->weights_reorder.execute(stream, user_w, conv_w);
-    }
+    memory conv_w = Kernel(*e, g, w.typed_data(), stream);
     e->conv.execute(stream, {{DNNL_ARG_SRC, memory(g.Src(), Engine(), x.typed_data())},
                              {DNNL_ARG_WEIGHTS, conv_w},
                              {DNNL_ARG_DST, memory(g.Dst(), Engine(), y->typed_data())},
@@ -206,12 +210,7 @@ ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
       return entry;
     });
     dnnl::stream stream(Engine());
-    memory user_w(g.UserWeights(), Engine(), w.typed_data());
-    memory conv_w = user_w;
-    if (e->reorder) {
-      conv_w = memory(e->weights, Engine(), ThreadBuffer(1, e->weights.get_size()));
-      e->weights_reorder.execute(stream, user_w, conv_w);
-    }
+    memory conv_w = Kernel(*e, g, w.typed_data(), stream);
     e->conv.execute(stream, {{DNNL_ARG_DIFF_DST, memory(g.Dst(), Engine(), dy.typed_data())},
                              {DNNL_ARG_WEIGHTS, conv_w},
                              {DNNL_ARG_DIFF_SRC, memory(g.Src(), Engine(), dx->typed_data())},
