@@ -35,4 +35,7 @@ def random_step_inputs(config, seed: int = 0):
   tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
   state = create_train_state(config, create_model(config.model), tx,
                              pipeline.make_input_pipeline(config, images))
-  return state, jax.device_put({'image': images, 'label': labels})
+  batch = {'image': images, 'label': labels}
+  if config.augment.get('alternating_flip'):  # Its flip reads each example's place and epoch.
+    batch.update(index=np.arange(n, dtype=np.int32), epoch=np.zeros(n, np.int32))
+  return state, jax.device_put(batch)
