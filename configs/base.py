@@ -107,7 +107,7 @@ def get_config():
       conv_grad='',
       # Whose kernels CPU programs run the 2-D float32 convolutions with: 'xla' (XLA:CPU's Eigen,
       # the default: bit-exact against Keras on jax) or 'onednn' (oneDNN's forward and gradients,
-      # cifar_jax/models/onednn_conv.py: 1.3-2x faster train steps on small models; needs
+      # cifar_jax/models/onednn_conv.py: 1.2-1.8x faster train steps on a 2-core Zen 4; needs
       # `pip install -r requirements-onednn.txt` and g++). Speed only: the same convolutions to
       # float32 rounding. Accelerators ignore it.
       conv_backend='xla',
