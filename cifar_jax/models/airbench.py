@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cifar_jax.models import conv
+from cifar_jax.models import pooling
 
 WHITEN_KERNEL = 2
 WHITEN_EPS = 5e-4         # airbench's init_whitening_conv eps.
@@ -86,7 +87,7 @@ class ConvGroup(nn.Module):
                           dtype=self.dtype, name=name)
 
     x = conv3x3('conv1')(x)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = pooling.max_pool(x, (2, 2), (2, 2), 'VALID')
     x = gelu(norm('norm1')(x))
     x = conv3x3('conv2')(x)
     return gelu(norm('norm2')(x))
@@ -128,7 +129,7 @@ class Airbench(nn.Module):
     for i, width in enumerate(self.widths):
       x = ConvGroup(width, self.bn_momentum, self.bn_epsilon, self.dtype,
                     name=f'block{i + 1}')(x, train)
-    x = nn.max_pool(x, (3, 3), strides=(3, 3))
+    x = pooling.max_pool(x, (3, 3), (3, 3), 'VALID')
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_linear_init,
                  dtype=self.dtype, name='head')(x)
