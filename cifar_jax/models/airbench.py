@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cifar_jax.models import conv
+from cifar_jax.models import dense
 from cifar_jax.models import pooling
 
 WHITEN_KERNEL = 2
@@ -132,7 +133,7 @@ class Airbench(nn.Module):
     x = pooling.max_pool(x, (3, 3), (3, 3), 'VALID')
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_linear_init,
-                 dtype=self.dtype, name='head')(x)
+                 dtype=self.dtype, dot_general=dense.dot_general, name='head')(x)
     return (x * self.scaling_factor).astype(jnp.float32)
 
   def trainable_mask(self, params):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from cifar_jax.models import conv
+from cifar_jax.models import dense
 from cifar_jax.models import pooling
 
 # Keras initializer names -> flax initializers (same variance-scaling maths, incl. the
@@ -279,7 +280,7 @@ class Dense(_KernelLayer):
   def module(self, ctx):
     return ctx.module(nn.Dense)(self.units, use_bias=self.use_bias,
                                 kernel_init=INITIALIZERS[self.kernel_initializer],
-                                dtype=ctx.dtype, name=ctx.name)
+                                dtype=ctx.dtype, dot_general=dense.dot_general, name=ctx.name)
 
 
 @register('batch_normalization')

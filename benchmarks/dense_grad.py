@@ -1,0 +1,79 @@
+"""A Dense layer's weight gradient on CPU: XLA's x^T @ dy against cifar_jax.models.dense's
+transposed form, per layer shape of the configs.
+
+    python benchmarks/dense_grad.py --out=/tmp/dense_grad.json
+
+Per (batch, in_features, out_features): median wall seconds of --reps interleaved runs, after a
+warm-up, of `dense.weight_grad` (what jax.grad of the forward computes) and of the transposed
+form `dense.cpu_weight_grad` takes when in >= NARROWING * out (forced here for every shape, so
+the table shows where the threshold falls), with GFLOP/s; and the ratio.
+"""
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+
+import json_out  # This folder's --out writer (local or gs://).
+
+SHAPES = (  # (name, batch, in, out)
+    ('exp0 Flatten->32', 512, 8192, 32),
+    ('exp1-7 Flatten->256', 512, 2048, 256),
+    ('a2 Flatten->256', 512, 2048, 256),
+    ('4096->512', 512, 4096, 512),
+    ('256->10', 512, 256, 10),
+    ('exp11 Flatten->512 (batch 128)', 128, 2048, 512),
+    ('airbench94 head 256->10 (batch 1024)', 1024, 256, 10),
+    ('1152->256', 512, 1152, 256),
+    ('p2cnn-like 4096->10 (batch 64)', 64, 4096, 10),
+)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--reps', type=int, default=21)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  json_out.check(args.out)
+  json_out.use_cifar_jax_xla_flags()
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import dense  # pylint: disable=g-import-not-at-top
+
+  highest = lax.Precision.HIGHEST
+  forms = {'xla': jax.jit(functools.partial(dense.weight_grad, highest))}
+  dense.NARROWING = 0  # Every shape in the transposed form.
+  forms['transposed'] = jax.jit(functools.partial(dense.cpu_weight_grad, highest))
+  rng = np.random.default_rng(0)
+  rows = []
+  for name, batch, n_in, n_out in SHAPES:
+    x = jax.numpy.asarray(rng.normal(size=(batch, n_in)), jax.numpy.float32)
+    dy = jax.numpy.asarray(rng.normal(size=(batch, n_out)), jax.numpy.float32)
+    for form in forms.values():
+      jax.block_until_ready(form(x, dy))
+    seconds = {form: [] for form in forms}
+    for _ in range(args.reps):
+      for form_name, form in forms.items():
+        start = time.perf_counter()
+        jax.block_until_ready(form(x, dy))
+        seconds[form_name].append(time.perf_counter() - start)
+    flop = 2 * batch * n_in * n_out
+    row = {'shape': name, 'batch': batch, 'in': n_in, 'out': n_out}
+    for form_name, values in seconds.items():
+      row[f'{form_name}_ms'] = 1000 * statistics.median(values)
+      row[f'{form_name}_gflops'] = flop / statistics.median(values) / 1e9
+    row['speedup'] = row['xla_ms'] / row['transposed_ms']
+    rows.append(row)
+    print(f"{name:38} in/out {n_in / n_out:6.1f}  xla {row['xla_ms']:7.2f} ms "
+          f"({row['xla_gflops']:5.0f} GFLOP/s)  transposed {row['transposed_ms']:7.2f} ms "
+          f"({row['transposed_gflops']:5.0f})  x{row['speedup']:.2f}", flush=True)
+  json_out.write(args.out, {'cpu': json_out.cpu(), 'jax': jax.__version__, 'reps': args.reps,
+                            'load_average_end': os.getloadavg(), 'rows': rows})
+
+
+if __name__ == '__main__':
+  main()
