@@ -4,9 +4,9 @@ transposed form, per layer shape of the configs.
     python benchmarks/dense_grad.py --out=/tmp/dense_grad.json
 
 Per (batch, in_features, out_features): median wall seconds of --reps interleaved runs, after a
-warm-up, of `dense.weight_grad` (what jax.grad of the forward computes) and of the transposed
-form `dense.cpu_weight_grad` takes when in >= NARROWING * out (forced here for every shape, so
-the table shows where the threshold falls), with GFLOP/s; and the ratio.
+warm-up, of each of `dense.FORMS`: 'xla' (what jax.grad of the forward computes) and
+'transposed' (what the default mode takes when in >= NARROWING * out; timed here for every shape,
+so the table shows where the threshold falls), with GFLOP/s; and the ratio.
 """
 
 import argparse
@@ -45,9 +45,7 @@ def main():
   from cifar_jax.models import dense  # pylint: disable=g-import-not-at-top
 
   highest = lax.Precision.HIGHEST
-  forms = {'xla': jax.jit(functools.partial(dense.weight_grad, highest))}
-  dense.NARROWING = 0  # Every shape in the transposed form.
-  forms['transposed'] = jax.jit(functools.partial(dense.cpu_weight_grad, highest))
+  forms = {name: jax.jit(functools.partial(form, highest)) for name, form in dense.FORMS.items()}
   rng = np.random.default_rng(0)
   rows = []
   for name, batch, n_in, n_out in SHAPES:

@@ -102,8 +102,10 @@ def get_config():
       # The CPU convolutions' weight-gradient form (cifar_jax/models/conv.py): 'auto' (a matmul
       # for 1x1 kernels, an explicit-layout convolution otherwise), 'conv', 'matmul', 'tuned'
       # (the faster per layer shape, measured once per machine and cached), 'xla'; '' leaves
-      # $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: every form gives the same gradient to
-      # float32 rounding. Accelerators ignore it.
+      # $CIFAR_JAX_CONV_GRAD's, else 'auto'. Dense layers follow it (cifar_jax/models/dense.py:
+      # 'xla' plain, 'tuned' measured, else a transposed weight gradient where the layer narrows
+      # 8x or more). Speed only: every form gives the same gradient to float32 rounding.
+      # Accelerators ignore it.
       conv_grad='',
       # Whose kernels CPU programs run the 2-D float32 convolutions with: 'xla' (XLA:CPU's Eigen,
       # the default: bit-exact against Keras on jax) or 'onednn' (oneDNN's forward and gradients,

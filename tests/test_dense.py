@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cifar_jax.models import conv
+from cifar_jax.models import conv_tuning
 from cifar_jax.models import dense
 
 HIGHEST = lax.Precision.HIGHEST
@@ -50,6 +52,23 @@ def _program(shape_x, n_out):
 def test_transposed_form_only_where_the_layer_narrows():
   assert 'optimization_barrier' in _program((64, 8 * 16), 16)
   assert 'optimization_barrier' not in _program((64, 8 * 16 - 1), 16)
+
+
+def test_grad_mode_xla_leaves_dense_plain():
+  with conv.grad_mode('xla'):
+    program = _program((64, 512), 8)
+  assert 'optimization_barrier' not in program and 'custom' not in program.lower()
+
+
+def test_grad_mode_tuned_measures_each_shape_once_and_uses_the_choice(monkeypatch):
+  monkeypatch.setenv(conv_tuning.CACHE_ENV_VAR, '')  # Choices in memory only.
+  before = len(conv_tuning.measured)
+  with conv.grad_mode('tuned'):
+    programs = [_program((96, 512), 8), _program((96, 512), 8)]
+  keys = conv_tuning.measured[before:]
+  assert len(keys) == 1 and keys[0].startswith('dense x (96, 512) float32, dy (96, 8)')
+  chosen = conv_tuning.choices()[keys[0]]
+  assert ('optimization_barrier' in programs[0]) == (chosen == 'transposed')
 
 
 def test_other_platforms_get_xla_gradient():

@@ -70,10 +70,14 @@ def test_a_run_records_its_arithmetic_and_device_kind(tmp_path, synthetic_dir):
   assert results['matmul_precision'] == 'high'
   assert results['dtype'] == 'float32'
   assert results['conv_grad'] == 'tuned'
-  # tiny_config's one 3x3 convolution, measured in this run at each batch size it trained on.
+  # tiny_config's one 3x3 convolution and its Dense layers, measured in this run at each batch
+  # size it trained on.
   choices = results['conv_grad_choices']
-  assert choices and all('kernel (3, 3)' in problem for problem in choices)
-  assert set(choices.values()) <= {'conv', 'matmul'}
+  convs = {problem: form for problem, form in choices.items() if 'kernel (3, 3)' in problem}
+  denses = {problem: form for problem, form in choices.items() if problem.startswith('dense x')}
+  assert convs and denses and len(convs) + len(denses) == len(choices)
+  assert set(convs.values()) <= {'conv', 'matmul'}
+  assert set(denses.values()) <= {'xla', 'transposed'}
   assert results['device_kind'] == jax.devices()[0].device_kind
   assert 'matmul precision high, dtype float32' in proc.stdout
 

@@ -7,7 +7,8 @@ measures instead, like cuDNN's autotuning: the first trace of a problem (operand
 dtypes, kernel size, strides, padding, precision) times each form on random operands of its
 shapes, as a train loop runs it (jitted inside a 2-step `lax.fori_loop`: XLA:CPU compiles loop
 bodies differently), on the CPU device, and keeps the faster. The forms compute the same
-gradient to float32 rounding (tests/test_conv_grad.py), so the choice changes speed only.
+gradient to float32 rounding (tests/test_conv_grad.py), so the choice changes speed only. Dense
+layers' weight gradients (models/dense.py) are tuned the same way, under the same mode.
 
 Choices are kept for the process (`choices()` lists them, to record with a run's results) and in
 a JSON file, keyed by the machine (`machine_key()`: host_cpu.describe(), jax and jaxlib
@@ -93,7 +94,7 @@ def fastest(key: str, forms: Mapping[str, Callable], lhs, dy) -> str:
   choice = min(seconds, key=seconds.get)
   measured.append(key)
   _choices[key] = {'form': choice, 'seconds': seconds}
-  _log.info('conv weight gradient %s: %s -> %s', key,
+  _log.info('weight gradient %s: %s -> %s', key,
             ', '.join(f'{name} {1e3 * s:.2f} ms' for name, s in seconds.items()), choice)
   if path:
     _store(path, machine, key, _choices[key])
