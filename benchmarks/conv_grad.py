@@ -25,6 +25,7 @@ import sys
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
+import timing
 from config_file import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,22 +51,6 @@ SHAPES = (
     ('densenet 1x1 512->128', 8, 14, 512, 128, 1, 1, 'VALID'),
 )
 TRAIN_CONFIGS = ('configs/exp11.py', 'configs/exp0.py')
-
-
-def _median_seconds(fns: dict, args, reps: int) -> tuple[dict, dict]:
-  """Median wall and CPU seconds of each fn, runs interleaved so load changes hit all alike."""
-  import jax  # pylint: disable=g-import-not-at-top
-  wall = {name: [] for name in fns}
-  cpu = {name: [] for name in fns}
-  for _ in range(reps):
-    for name, fn in fns.items():
-      start, start_cpu = time.perf_counter(), time.process_time()
-      jax.block_until_ready(fn(*args))
-      wall[name].append(time.perf_counter() - start)
-      cpu[name].append(time.process_time() - start_cpu)
-  median = lambda t: sorted(t)[len(t) // 2]
-  return ({name: median(t) for name, t in wall.items()},
-          {name: median(t) for name, t in cpu.items()})
 
 
 def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: int,
@@ -106,7 +91,7 @@ def measure_shape(name, batch, size, cin, cout, kernel, stride, padding, reps: i
                    for c, e in zip(custom, xla))
   for fn in compiled.values():  # Warmup.
     jax.block_until_ready(fn(x, w, dy))
-  seconds, cpu_seconds = _median_seconds(compiled, (x, w, dy), reps)
+  seconds, cpu_seconds = timing.median_seconds(compiled, (x, w, dy), reps)
   # FLOPs of each program: forward = flops, gradients 2 x flops (a loop runs them twice).
   work = {k: flops * (1 if k == 'forward' else 2 if 'in_loop' not in k else 4) for k in compiled}
   work['matmul_weight_grad'], work['matmul_weight_grad_in_loop'] = flops, 2 * flops

@@ -9,19 +9,15 @@ warm-up, of each of `dense.FORMS`: 'xla' (what jax.grad of the forward computes)
 so the table shows where the threshold falls), with GFLOP/s; and the ratio.
 """
 
-import argparse
 import functools
 import os
-import statistics
-import sys
-import time
 
 import json_out  # This folder's --out writer (local or gs://).
+import timing
 
 SHAPES = (  # (name, batch, in, out)
     ('exp0 Flatten->32', 512, 8192, 32),
-    ('exp1-7 Flatten->256', 512, 2048, 256),
-    ('a2 Flatten->256', 512, 2048, 256),
+    ('exp1-7, a2 Flatten->256', 512, 2048, 256),
     ('4096->512', 512, 4096, 512),
     ('256->10', 512, 256, 10),
     ('exp11 Flatten->512 (batch 128)', 128, 2048, 512),
@@ -32,13 +28,7 @@ SHAPES = (  # (name, batch, in, out)
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--reps', type=int, default=21)
-  parser.add_argument('--out', default='')
-  args = parser.parse_args()
-  json_out.check(args.out)
-  json_out.use_cifar_jax_xla_flags()
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  args = timing.micro_benchmark_args(__doc__, default_reps=21)
   import jax  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -51,19 +41,12 @@ def main():
   for name, batch, n_in, n_out in SHAPES:
     x = jax.numpy.asarray(rng.normal(size=(batch, n_in)), jax.numpy.float32)
     dy = jax.numpy.asarray(rng.normal(size=(batch, n_out)), jax.numpy.float32)
-    for form in forms.values():
-      jax.block_until_ready(form(x, dy))
-    seconds = {form: [] for form in forms}
-    for _ in range(args.reps):
-      for form_name, form in forms.items():
-        start = time.perf_counter()
-        jax.block_until_ready(form(x, dy))
-        seconds[form_name].append(time.perf_counter() - start)
+    seconds, _ = timing.median_seconds(forms, (x, dy), args.reps)
     flop = 2 * batch * n_in * n_out
     row = {'shape': name, 'batch': batch, 'in': n_in, 'out': n_out}
-    for form_name, values in seconds.items():
-      row[f'{form_name}_ms'] = 1000 * statistics.median(values)
-      row[f'{form_name}_gflops'] = flop / statistics.median(values) / 1e9
+    for form_name, value in seconds.items():
+      row[f'{form_name}_ms'] = 1000 * value
+      row[f'{form_name}_gflops'] = flop / value / 1e9
     row['speedup'] = row['xla_ms'] / row['transposed_ms']
     rows.append(row)
     print(f"{name:38} in/out {n_in / n_out:6.1f}  xla {row['xla_ms']:7.2f} ms "

@@ -9,13 +9,10 @@ after a warm-up. Whole train steps barely move with the pool (it is a few percen
 benchmarks/onednn/step_bench.py and exp11_vs_keras.py time those.
 """
 
-import argparse
 import os
-import statistics
-import sys
-import time
 
 import json_out  # This folder's --out writer (local or gs://).
+import timing
 
 SHAPES = {  # name: (NHWC input, window)
     'exp0 conv1 (batch 512)': ((512, 32, 32, 32), 2),
@@ -27,13 +24,7 @@ SHAPES = {  # name: (NHWC input, window)
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--reps', type=int, default=15)
-  parser.add_argument('--out', default='')
-  args = parser.parse_args()
-  json_out.check(args.out)
-  json_out.use_cifar_jax_xla_flags()
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  args = timing.micro_benchmark_args(__doc__, default_reps=15)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -49,15 +40,9 @@ def main():
         y, pull_back = jax.vjp(lambda x: pool(x, (k, k), (k, k), 'VALID'), jax.nn.relu(x))
         return pull_back(y)[0]
       steps[pool_name] = jax.jit(forward_backward)
-      jax.block_until_ready(steps[pool_name](x))
-    seconds = {pool_name: [] for pool_name in steps}
-    for _ in range(args.reps):
-      for pool_name, step in steps.items():
-        start = time.perf_counter()
-        jax.block_until_ready(step(x))
-        seconds[pool_name].append(time.perf_counter() - start)
+    seconds, _ = timing.median_seconds(steps, (x,), args.reps)
     row = {'shape': name, 'input': list(shape), 'window': k,
-           **{f'{p}_ms': 1000 * statistics.median(s) for p, s in seconds.items()}}
+           **{f'{p}_ms': 1000 * s for p, s in seconds.items()}}
     row['speedup'] = row['flax_ms'] / row['cifar_jax_ms']
     rows.append(row)
     print(f"{name:50} flax {row['flax_ms']:8.1f} ms  cifar_jax {row['cifar_jax_ms']:8.1f} ms  "

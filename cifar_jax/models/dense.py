@@ -2,10 +2,10 @@
 
 A Dense layer's weight gradient x^T @ dy contracts the batch, the leading dimension of both
 operands. When the layer narrows a lot (a Flatten into a few units), XLA:CPU runs that form
-2.6-3x slower than dy^T @ x followed by a transpose of its small [out, in] result (exp0's
-8192->32 layer at batch 512: 8.4 -> 3.0 ms; 256->10 at batch 1024: 0.54 -> 0.20 ms; 2-core AMD
-EPYC Zen 4, `python benchmarks/dense_grad.py`). Where it narrows 4-8x the two forms are within
-20% either way, so the transposed form is taken only when in_features >= NARROWING * out. Whole
+1.8-2.9x slower than dy^T @ x followed by a transpose of its small [out, in] result (exp0's
+8192->32 layer at batch 512: 8.4 -> 2.9 ms; 256->10 at batch 1024: 0.58 -> 0.25 ms; 2-core AMD
+EPYC Zen 4, `python benchmarks/dense_grad.py`). Where it narrows 8x the two are 0.94-1.23x, at 4x
+XLA's form wins (up to 1.6x), so the transposed form is taken only when in >= NARROWING * out. Whole
 train steps gain a few percent (p2cnn/exp1 6-8%, exp0 0-4%, redes/m1 within noise).
 XLA's simplifier folds a transpose back into the dot it follows, so an optimization barrier
 keeps the two apart.
