@@ -4,18 +4,18 @@ A Dense layer's weight gradient x^T @ dy contracts the batch, the leading dimens
 operands. When the layer narrows a lot (a Flatten into a few units), XLA:CPU runs that form
 1.8-2.9x slower than dy^T @ x followed by a transpose of its small [out, in] result (exp0's
 8192->32 layer at batch 512: 8.4 -> 2.9 ms; 256->10 at batch 1024: 0.58 -> 0.25 ms; 2-core AMD
-EPYC Zen 4, `python benchmarks/dense_grad.py`). Where it narrows 8x the two are 0.94-1.23x, at 4x
-XLA's form wins (up to 1.6x), so the transposed form is taken only when in >= NARROWING * out. Whole
-train steps gain a few percent (p2cnn/exp1 6-8%, exp0 0-4%, redes/m1 within noise).
+EPYC Zen 4, `python benchmarks/dense_grad.py`). Where it narrows 8x the two are 0.94-1.23x, at
+4x XLA's form wins (up to 1.6x), so the transposed form is taken only when in >= NARROWING * out.
 XLA's simplifier folds a transpose back into the dot it follows, so an optimization barrier
-keeps the two apart.
+keeps the two apart. Whole train steps gain a few percent (p2cnn/exp1 6-8%, exp0 0-4%, redes/m1
+within noise). The forward pass and the input gradient are XLA's; so is everything in programs
+lowered for other platforms (`lax.platform_dependent`), whose libraries transpose for free.
 
 The convolutions' gradient mode (conv.mode(): model.conv_grad, or $CIFAR_JAX_CONV_GRAD) applies
 here too: 'xla' leaves Dense layers plain lax.dot_general, gradient included; 'tuned' measures
 both weight-gradient forms per layer shape on this CPU at first use and caches the faster
-(conv_tuning); every other mode takes the NARROWING rule. The forward pass and the input gradient are XLA's; so is everything in
-programs lowered for other platforms (`lax.platform_dependent`), where the libraries transpose
-for free. `nn.Dense(..., dot_general=dense.dot_general)` uses it.
+(conv_tuning); every other mode takes the NARROWING rule. `nn.Dense(...,
+dot_general=dense.dot_general)` uses it.
 """
 
 import functools

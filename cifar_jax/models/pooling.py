@@ -4,12 +4,14 @@ For non-overlapping windows (pool size == strides, 'valid'), the forward pass is
 maximum over the window's strided slices and the backward pass routes each gradient to the
 *first* maximum of its window, exactly what XLA's select-and-scatter (and TensorFlow's
 MaxPoolGrad) do. Both passes are elementwise, so XLA fuses each into one loop over the data.
-Forward + backward of the configs' pools (benchmarks/max_pool.py, 2-core AMD EPYC Zen 4): 2.6-3.6x
-faster than flax's (XLA:CPU's select-and-scatter), and 1.5-1.8x faster than this module's earlier
-argmax over a transposed window axis (a variadic reduce XLA:CPU does not vectorise). Whole train
-steps move by a few percent at most (airbench94's ~5%, exp0's and m1's within noise). The residual
-is the first maximum's position as an int8, a sixteenth of the input's bytes. Other cases
-(overlapping windows, 'same' padding) fall back to `flax.linen.max_pool`.
+Forward + backward of the configs' pools (benchmarks/max_pool.py, 2-core AMD EPYC Zen 4): 3.2-3.8x
+faster than flax's (XLA:CPU's select-and-scatter) for 2x2 windows, 6x for airbench94's 3x3 on
+4x4; an argmax over a transposed window axis (a variadic reduce XLA:CPU does not vectorise), this
+module's first form, was 1.5-1.8x slower than the slices. Whole train steps move by a few percent
+at most (airbench94's ~5%; exp0's, m1's and p2cnn's within noise, the pool being fused with its
+neighbours there). The residual is the first maximum's position as an int8, a sixteenth of the
+input's bytes. Other cases (overlapping windows, 'same' padding) fall back to
+`flax.linen.max_pool`.
 """
 
 import functools
@@ -44,11 +46,16 @@ def _tiled_max_pool_fwd(x, ph, pw):
 
 
 def _tiled_max_pool_bwd(ph, pw, first, g):
-  routed = jnp.stack([jnp.where(first == k, g, jnp.zeros_like(g)) for k in range(ph * pw)])
+  # Each input element's gradient, in the input's own layout viewed as [B, H/ph, ph, W/pw, pw, C]:
+  # its window's g where it is the window's first maximum, else 0. Broadcasts only, so XLA
+  # writes the gradient in one vectorised pass (stacking the ph * pw routed copies and
+  # transposing them into place ran 1.5x slower).
   b, hh, ww, c = g.shape
-  # [ph, pw, B, H/ph, W/pw, C] -> [B, H/ph, ph, W/pw, pw, C] -> [B, H, W, C].
-  grad = routed.reshape(ph, pw, b, hh, ww, c).transpose(2, 3, 0, 4, 1, 5)
-  return (grad.reshape(b, hh * ph, ww * pw, c),)
+  shape = (b, hh, ph, ww, pw, c)
+  position = jnp.arange(ph * pw, dtype=first.dtype).reshape(1, 1, ph, 1, pw, 1)
+  is_first = first[:, :, None, :, None, :] == position
+  grad = jnp.where(is_first, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+  return (jnp.broadcast_to(grad, shape).reshape(b, hh * ph, ww * pw, c),)
 
 
 _tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
