@@ -86,8 +86,14 @@ def test_a_device_loop_agrees_with_one_program_per_step_to_rounding(augmented_se
     name = jax.tree_util.keystr(path)
     np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name,
                                atol=adam_bound if name == "['conv2d']['bias']" else 1e-6)
-  for a, b in zip(jax.tree.leaves(looped[1:]), jax.tree.leaves(per_step[1:]), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # BatchNorm's running mean averages the convolution's output, bias included, so it inherits the
+  # bias's bound (on the Zen 4, after the max pool's gradient moved to broadcasts, one channel's
+  # mean ended 7.7e-5 apart).
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(looped[1:]),
+                          jax.tree.leaves(per_step[1:]), strict=True):
+    name = jax.tree_util.keystr(path)
+    np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name,
+                               atol=adam_bound if name.endswith("['mean']") else 1e-6)
 
 
 def run_files(workdir):
