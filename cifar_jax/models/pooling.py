@@ -26,23 +26,28 @@ def _window_slices(x, ph, pw):
   return [x[:, i::ph, j::pw, :] for i in range(ph) for j in range(pw)]
 
 
+def _max_and_first(x, ph, pw):
+  """Each window's maximum and the position of its first maximum, in one pass over the slices.
+
+  The position is an int8 (a sixteenth of x's bytes). A later element takes over only when
+  strictly greater, as select-and-scatter's `ge` keeps the earlier one.
+  """
+  parts = _window_slices(x, ph, pw)
+  index_dtype = jnp.int8 if len(parts) <= 127 else jnp.int32
+  pooled, first = parts[0], jnp.zeros(parts[0].shape, index_dtype)
+  for k, part in enumerate(parts[1:], 1):
+    first = jnp.where(part > pooled, jnp.asarray(k, index_dtype), first)
+    pooled = jnp.maximum(pooled, part)
+  return pooled, first
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _tiled_max_pool(x, ph, pw):
-  return functools.reduce(jnp.maximum, _window_slices(x, ph, pw))
+  return _max_and_first(x, ph, pw)[0]
 
 
 def _tiled_max_pool_fwd(x, ph, pw):
-  parts = _window_slices(x, ph, pw)
-  # The position of each window's first maximum, as an int8 (a sixteenth of x's bytes):
-  # a later element takes over only when strictly greater, as select-and-scatter's `ge` keeps
-  # the earlier one.
-  index_dtype = jnp.int8 if len(parts) <= 127 else jnp.int32
-  best, first = parts[0], jnp.zeros(parts[0].shape, index_dtype)
-  for k, part in enumerate(parts[1:], 1):
-    greater = part > best
-    best = jnp.where(greater, part, best)
-    first = jnp.where(greater, jnp.asarray(k, index_dtype), first)
-  return _tiled_max_pool(x, ph, pw), first
+  return _max_and_first(x, ph, pw)
 
 
 def _tiled_max_pool_bwd(ph, pw, first, g):
