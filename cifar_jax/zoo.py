@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 # medium ~11; accelerator: exp11 ~75, proyecto4/exp10 ~190, tl_vgg16 ~1,170 (224x224).
 TIERS = {
     'cheap': ('exp0', 'p2cnn/exp1', 'p2cnn/exp2', 'proyecto4/exp1', 'proyecto4/exp1_val_on_test',
-              'proyecto4/exp2', 'proyecto4/exp2_val_on_test', 'proyecto4/exp3', 'arquitecturas/a2', 'arquitecturas/a2_leaky', 'redes/m0',
+              'proyecto4/exp2', 'proyecto4/exp2_val_on_test', 'proyecto4/exp3', 'arquitecturas/a2',
+              'arquitecturas/a2_val_on_test', 'arquitecturas/a2_leaky', 'redes/m0',
               'redes/m0_relu_conv', 'redes/m1', 'redes/m2', 'redes/m3'),
     'medium': tuple(f'exp{i}' for i in range(1, 8)),
     'accelerator': (

@@ -32,15 +32,6 @@ def get_base(name: str, section: str, reported_test_accuracy: float | None, *, b
   return c
 
 
-def validate_on_test(c):
-  """The other reading of `(x_val_scaled, y_val)`: `validation_data=(x_test, y_test)`, so all
-  50,000 training images train and both EarlyStoppings watch the test set."""
-  c.name += '_val_on_test'
-  c.data.num_validation = 0
-  c.data.validation_source = 'test'
-  return c
-
-
 def use_flow_augmentation(c, **augment):
   """fit(ImageDataGenerator(**augment).flow(x_train_scaled, y_train)) with no steps_per_epoch:
   one pass over the training split per epoch in batches of FLOW_BATCH_SIZE, the last smaller

@@ -10,10 +10,10 @@ test set. Everything else is exp1's (same network, 159,146 params; Adam 1e-3, ba
 epochs, EarlyStopping(val_loss, 10) and (val_accuracy, 10), test on the last-epoch weights).
 """
 
-from configs.proyecto4 import common
+from configs import reports
 from configs.proyecto4 import exp1
 
 
 def get_config():
-  return common.validate_on_test(
+  return reports.validate_on_test(
       exp1.get_config(section='"primer modelo" (validation = test set reading)'))

@@ -9,9 +9,9 @@ after each pooling; 159,146 params) with exp1_val_on_test.py's reading of the da
 Adam 1e-3, batch 64, up to 200 epochs, EarlyStopping(val_loss, 10) and (val_accuracy, 10).
 """
 
-from configs.proyecto4 import common
+from configs import reports
 from configs.proyecto4 import exp2
 
 
 def get_config():
-  return common.validate_on_test(exp2.get_config(section='"segundo modelo" (validation = test set reading)'))
+  return reports.validate_on_test(exp2.get_config(section='"segundo modelo" (validation = test set reading)'))
