@@ -185,6 +185,34 @@ def test_evaluate_best_reloads_the_best_epoch(synthetic_dir, tmp_path):
   assert json.loads((tmp_path / 'evaluation_best.json').read_text())['step'] == metrics['step']
 
 
+def test_evaluate_may_change_evaluation_settings_and_nothing_else(synthetic_dir, tmp_path):
+  """--evaluate=latest --config.augment.tta=none on a run trained with flip TTA: the same
+  checkpoint evaluated without TTA, written beside the run's own evaluation; a change to what
+  was trained is still refused, and resuming may not change the TTA (early stopping would see
+  other validation metrics)."""
+  config = tiny_config(synthetic_dir, epochs=2)
+  config.augment.tta = 'flip'
+  workdir = str(tmp_path)
+  trained = train_and_evaluate(config, workdir)
+  with_tta = evaluate_checkpoint(config, workdir, 'latest')
+  assert 'changed' not in with_tta and with_tta['test_loss'] == trained['test_loss']
+  config.augment.tta = 'none'
+  without_tta = evaluate_checkpoint(config, workdir, 'latest')
+  assert without_tta['changed'] == {'augment.tta': 'none'}
+  assert without_tta['step'] == with_tta['step']
+  assert without_tta['test_loss'] != with_tta['test_loss']
+  written = json.loads((tmp_path / 'evaluation_latest_tta-none.json').read_text())
+  assert written['test_loss'] == without_tta['test_loss']
+  assert json.loads((tmp_path / 'evaluation_latest.json').read_text()) == with_tta
+  with pytest.raises(checkpointing.ConfigMismatchError, match='--evaluate may change augment.tta'):
+    train_and_evaluate(config, workdir)
+  config.augment.tta = 'flip'
+  config.optim.learning_rate = 0.01
+  with pytest.raises(checkpointing.ConfigMismatchError,
+                     match='(?s)cannot be evaluated.*optim.learning_rate: 0.001 -> 0.01'):
+    evaluate_checkpoint(config, workdir, 'best')
+
+
 def test_the_checkpoint_host_state_keeps_the_format_of_earlier_versions():
   """Workdirs written before one Run served one replica and N resume: a single run's host state
   is its record (keys in this order), a run of seeds' adds 'seeds', a list of such records."""

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ('log.', 'data.dir', 'data.download', 'train.epochs', 'checkpoint.every_',
                      'train.steps_per_dispatch', 'train.device_loop', 'model.conv_grad',
                      'model.conv_backend')
+# Config values that only change how a checkpoint is evaluated, so `--evaluate` may change them
+# (resuming may not: the callbacks would see other validation metrics than the run's).
+EVALUATION_SETTINGS = ('augment.tta', 'train.eval_batch_size')
 # Keys added to the config after runs were saved, with the value those runs implicitly had, so
 # that a workdir from an earlier version still resumes.
 # model.matmul_precision: runs before it were CPU runs, whose float32 arithmetic is 'highest'.
@@ -132,12 +135,14 @@ def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   return flat
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-  """'key: saved -> current' for every difference that changes what the run computes."""
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+  """'key: saved -> current' for every difference that changes what the run computes, leaving
+  out the keys that start with one of `allowed`."""
   saved, current = {**ADDED_KEYS, **_flatten(saved)}, _flatten(current)
   lines = []
   for key in sorted(set(saved) | set(current)):
-    if key.startswith(RESUMABLE_CHANGES) or saved.get(key) == current.get(key):
+    if key.startswith(allowed) or saved.get(key) == current.get(key):
       continue
     lines.append(f'  {key}: {saved.get(key, "<absent>")!r} -> {current.get(key, "<absent>")!r}')
   return lines
@@ -152,13 +157,28 @@ def _to_json_compatible(tree):
   return tree
 
 
-def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: str) -> None:
-  differences = config_differences(_to_json_compatible(saved), _to_json_compatible(current))
+def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: str, *,
+                      evaluating: bool = False) -> None:
+  """Raises unless `current` may resume (or, `evaluating`, evaluate) the run saved with `saved`."""
+  allowed = RESUMABLE_CHANGES + (EVALUATION_SETTINGS if evaluating else ())
+  differences = config_differences(_to_json_compatible(saved), _to_json_compatible(current),
+                                   allowed)
   if differences:
+    action = 'evaluated with this config' if evaluating else 'resumed'
+    evaluation_hint = ('' if evaluating else ' (--evaluate may change '
+                       + ', '.join(EVALUATION_SETTINGS) + ')')
     raise ConfigMismatchError(
-        f'{workdir} holds a run of a different config, so it cannot be resumed:\n'
+        f'{workdir} holds a run of a different config, so it cannot be {action}:\n'
         + '\n'.join(differences)
-        + '\nUse another --workdir, or pass --fresh to set the old run aside and start over.')
+        + f'\nUse another --workdir, or pass --fresh to set the old run aside and start over'
+        + evaluation_hint + '.')
+
+
+def evaluation_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+  """The evaluation settings `current` changes from the run's `saved` config: key -> value."""
+  saved, current = _flatten(_to_json_compatible(saved)), _flatten(_to_json_compatible(current))
+  return {key: current[key] for key in sorted(current)
+          if key.startswith(EVALUATION_SETTINGS) and key in saved and saved[key] != current[key]}
 
 
 class Checkpointer:

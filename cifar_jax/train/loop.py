@@ -156,19 +156,26 @@ class Run:
 
   # --- Resume ---------------------------------------------------------------------------------
 
-  def _has_resumable_checkpoint(self) -> bool:
-    """Whether the workdir holds a checkpoint; raises if it is a run of another config."""
+  def saved_config(self) -> dict | None:
+    """The config.json the run in this workdir was started with, if any."""
+    config_path = paths.join(self.workdir, 'config.json')
+    return json.loads(paths.read_text(config_path)) if paths.exists(config_path) else None
+
+  def has_checkpoint(self, evaluating: bool = False) -> bool:
+    """Whether the workdir holds a checkpoint; raises if it is a run of another config (one
+    that differs in more than evaluation settings, if `evaluating`)."""
     if self.checkpointer is None or not self.checkpointer.has_checkpoint():
       return False
-    config_path = paths.join(self.workdir, 'config.json')
-    if paths.exists(config_path):
-      checkpointing.check_same_config(json.loads(paths.read_text(config_path)),
-                                      self.config.to_dict(), self.workdir)
+    saved = self.saved_config()
+    if saved is not None:
+      checkpointing.check_same_config(saved, self.config.to_dict(), self.workdir,
+                                      evaluating=evaluating)
     return True
 
-  def resume(self) -> bool:
-    """Restores the newest readable checkpoint of this workdir, if any; True if it did."""
-    if not self._has_resumable_checkpoint():
+  def resume(self, evaluating: bool = False) -> bool:
+    """Restores the newest readable checkpoint of this workdir, if any; True if it did.
+    `evaluating`: only to evaluate it, so evaluation settings may differ from the run's."""
+    if not self.has_checkpoint(evaluating):
       return False
 
     def template(host):  # The optimizer state's structure depends on the phase.
@@ -488,7 +495,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def evaluate_checkpoint(config, workdir: str, which: str = 'best') -> dict:
-  """Loads the 'best' or 'latest' checkpoint of `workdir` and evaluates validation and test."""
+  """Loads the 'best' or 'latest' checkpoint of `workdir` and evaluates validation and test.
+
+  The config must be the run's, except for evaluation settings (checkpointing.
+  EVALUATION_SETTINGS, e.g. `augment.tta`): those it changes are in the metrics under 'changed'
+  and in the file name (evaluation_latest_tta-none.json), so the run's own evaluation stays.
+  """
   if which not in ('best', 'latest'):
     raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
   if config.num_seeds > 1:
@@ -496,21 +508,26 @@ def evaluate_checkpoint(config, workdir: str, which: str = 'best') -> dict:
                       f'config.json of {os.path.join(workdir, "seed_<i>")} and that folder')
   run = Run(config, workdir)
   try:
-    if run.checkpointer is None or not run.checkpointer.has_checkpoint():
+    if not run.has_checkpoint(evaluating=True):
       raise checkpointing.CheckpointError(f'no checkpoint in {workdir}: train it first.')
+    saved = run.saved_config()
+    changes = checkpointing.evaluation_changes(saved, config.to_dict()) if saved else {}
     if which == 'best':
       state = run.checkpointer.restore_best(run.state)
     else:
-      run.resume()
+      run.resume(evaluating=True)
       state = run.state
     metrics = {'checkpoint': which, 'step': int(state.step)}
+    if changes:
+      metrics['changed'] = changes
     if run.splits.validation:
       val = evaluate_split(state, run.eval_batches(run.splits.validation), run.data_sharding)
       metrics.update({f'val_{k}': v for k, v in val.items()})
     test = evaluate_split(state, run.eval_batches(run.splits.test), run.data_sharding)
     metrics.update({f'test_{k}': v for k, v in test.items()})
     if run.is_writer:
-      outputs.write_json(os.path.join(workdir, f'evaluation_{which}.json'), metrics)
+      suffix = ''.join(f'_{key.rsplit(".", 1)[-1]}-{value}' for key, value in changes.items())
+      outputs.write_json(os.path.join(workdir, f'evaluation_{which}{suffix}.json'), metrics)
     print(json.dumps(metrics, indent=2))
     return metrics
   finally:
