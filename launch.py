@@ -255,4 +255,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # First of all: glibc reads GLIBC_TUNABLES only at startup (see cifar_jax/huge_pages.py).
+  from cifar_jax import huge_pages  # pylint: disable=g-import-not-at-top
+  huge_pages.reexec_with_huge_pages()
   app.run(main, flags_parser=parse_flags)

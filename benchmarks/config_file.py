@@ -35,7 +35,16 @@ def random_step_inputs(config, seed: int = 0):
   tx = optimizers.make_optimizer(config.optim, 100, 100 * config.train.epochs)
   state = create_train_state(config, create_model(config.model), tx,
                              pipeline.make_input_pipeline(config, images))
+  return state, step_batch(config, images, labels)
+
+
+def step_batch(config, images, labels):
+  """The train step's batch of `images` and `labels`, on the device: with the fields the
+  config's augmentation also reads."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   batch = {'image': images, 'label': labels}
   if config.augment.get('alternating_flip'):  # Its flip reads each example's place and epoch.
+    n = len(labels)
     batch.update(index=np.arange(n, dtype=np.int32), epoch=np.zeros(n, np.int32))
-  return state, jax.device_put(batch)
+  return jax.device_put(batch)

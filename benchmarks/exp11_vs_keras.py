@@ -55,7 +55,7 @@ import sys
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
-from config_file import load_config
+from config_file import load_config, step_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -165,7 +165,7 @@ def build_ours(variant: str, config_path: str, batch_size: int, images, labels,
       stack.enter_context(batch_norm_class(keras_form_batch_norm()))
     state = create_train_state(config, create_model(config.model), tx,
                                pipeline.make_input_pipeline(config, images))
-    batch = jax.device_put({'image': images, 'label': labels})
+    batch = step_batch(config, images, labels)
     if variant == 'ours_loop':
       def loop(state, batch):
         state = jax.lax.fori_loop(0, loop_steps, lambda _, s: steps.train_step(s, batch)[0],

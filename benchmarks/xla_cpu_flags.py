@@ -11,7 +11,9 @@ CPU time per step (getrusage). Settings:
   cifar_jax      cifar_jax.xla_cpu's defaults (no YNNPACK fusions: XLA's Eigen convolutions)
   no_xnnpack     cifar_jax's plus --xla_cpu_use_xnnpack=false
 
-each with glibc malloc and, where installed, tcmalloc (LD_PRELOAD; run.sh preloads it).
+each with glibc malloc, glibc malloc on transparent huge pages (GLIBC_TUNABLES=
+glibc.malloc.hugetlb=1, what launch.py restarts itself with: cifar_jax/huge_pages.py) and, where
+installed, tcmalloc (LD_PRELOAD; run.sh preloads it).
 """
 
 import argparse
@@ -76,7 +78,8 @@ def child(config_path: str, reps: int) -> dict:
           'compile_seconds': compile_seconds,
           'page_faults_per_step': (after.ru_minflt - before.ru_minflt) / reps,
           'system_seconds_per_step': (after.ru_stime - before.ru_stime) / reps,
-          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'ld_preload': os.environ.get('LD_PRELOAD', '')}
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'ld_preload': os.environ.get('LD_PRELOAD', ''),
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', '')}
 
 
 def main():
@@ -84,7 +87,7 @@ def main():
   parser.add_argument('--configs', default='configs/exp0.py,configs/redes/m1.py,configs/p2cnn/exp1.py')
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--reps', type=int, default=8)
-  parser.add_argument('--mallocs', default='glibc,tcmalloc')
+  parser.add_argument('--mallocs', default='glibc,glibc_hugepages,tcmalloc')
   parser.add_argument('--out', default='')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -94,7 +97,8 @@ def main():
   json_out.check(args.out)
 
   tcmalloc = find_tcmalloc()
-  mallocs = {'glibc': '', **({'tcmalloc': tcmalloc} if tcmalloc else {})}
+  mallocs = {'glibc': {}, 'glibc_hugepages': {'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'},
+             **({'tcmalloc': {'LD_PRELOAD': tcmalloc}} if tcmalloc else {})}
   mallocs = {k: v for k, v in mallocs.items() if k in args.mallocs.split(',')}
   rows = []
   print(f'load average {os.getloadavg()[0]:.2f}; tcmalloc: {tcmalloc or "not installed"}')
@@ -102,11 +106,11 @@ def main():
         f"{'faults/step':>11} {'sys ms':>7}")
   for config_path in args.configs.split(','):
     for setting in args.settings.split(','):
-      for malloc, preload in mallocs.items():
-        env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'LD_PRELOAD')}
+      for malloc, malloc_env in mallocs.items():
+        env = {k: v for k, v in os.environ.items()
+               if k not in ('XLA_FLAGS', 'LD_PRELOAD', 'GLIBC_TUNABLES')}
         env.update(SETTINGS[setting])
-        if preload:
-          env['LD_PRELOAD'] = preload
+        env.update(malloc_env)
         out = subprocess.run([sys.executable, __file__, f'--child={config_path}',
                               f'--reps={args.reps}'], env=env, capture_output=True, text=True,
                              check=True)

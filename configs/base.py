@@ -200,9 +200,10 @@ def get_config():
       # 0: automatic, about a second each, so progress, Ctrl-C and every_steps stay responsive.
       steps_per_dispatch=0,
       # True: each dispatch's steps run as one on-device loop (one program launch per chunk, so
-      # a GPU/TPU never waits on the host); False: one program per step. 'auto': False on CPU
-      # (measured as fast there), True elsewhere. Either way results do not depend on how steps
-      # are grouped; True and False agree to float32 rounding (XLA compiles a loop body apart).
+      # a GPU/TPU never waits on the host, and a CPU allocates the step's temporaries once per
+      # chunk); False: one program per step. 'auto': True (cifar_jax/train/programs.py has the
+      # measurements). Either way results do not depend on how steps are grouped; True and False
+      # agree to float32 rounding (XLA compiles a loop body apart).
       device_loop=config_dict.FieldReference('auto', field_type=object),
   ))
 
