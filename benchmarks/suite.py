@@ -36,6 +36,9 @@ records status 'skipped' and the reason instead of numbers:
   best of numpy and XLA). A fraction above 1 means the peak was taken while other work slowed
   the machine more, or that the framework computes fewer FLOPs than XLA counts.
 * peak host memory: ru_maxrss of each child process.
+* malloc: the cifar_jax children run glibc's malloc on transparent huge pages, as launch.py runs
+  (cifar_jax/huge_pages.py); --huge_pages=all gives the Keras children the same, =none nobody.
+  Each row records its GLIBC_TUNABLES.
 
 Keras gets the config's optimizer (Keras Adam / SGD / RMSprop / AdamW with its settings, the
 schedule's initial LR), sparse categorical cross-entropy on the softmax output and the layers'
@@ -801,6 +804,10 @@ def parse_args(argv=None):
   parser.add_argument('--tf_python', default=sys.executable,
                       help='the interpreter (venv) with tensorflow for keras_tf')
   parser.add_argument('--child_timeout', type=float, default=1800)
+  parser.add_argument('--huge_pages', choices=('cifar_jax', 'all', 'none'), default='cifar_jax',
+                      help="which children run glibc's malloc on transparent huge pages: "
+                           "cifar_jax's, as launch.py gives them (cifar_jax/huge_pages.py), "
+                           "every framework's, or none")
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--framework', default='', help=argparse.SUPPRESS)
   parser.add_argument('--config', default='', help=argparse.SUPPRESS)
@@ -837,9 +844,16 @@ def measure_one(framework: str, config_path: str, plan: Plan, args) -> dict:
   """One child: a result row, printed as a progress line."""
   python = args.tf_python if framework == 'keras_tf' else sys.executable
   env = {'KERAS_BACKEND': KERAS_BACKENDS.get(framework, 'jax')}
+  if args.huge_pages == 'all' or (args.huge_pages == 'cifar_jax'
+                                  and framework.startswith('cifar_jax')):
+    from cifar_jax import huge_pages  # pylint: disable=g-import-not-at-top
+    tunables = huge_pages.tunables_with_huge_pages(os.environ)
+    if tunables:
+      env['GLIBC_TUNABLES'] = tunables
   print(f'{config_path} / {framework} ({"full" if plan.full_epoch else "subset"} epochs)...',
         end=' ', flush=True)
   row = {'framework': framework, 'config': config_path, 'plan': dataclasses.asdict(plan),
+         'glibc_tunables': env.get('GLIBC_TUNABLES', os.environ.get('GLIBC_TUNABLES', '')),
          **run_child(python, child_args(framework, config_path, args, plan), env,
                      args.child_timeout)}
   print(outcome(row), flush=True)
