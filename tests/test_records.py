@@ -243,3 +243,17 @@ def test_a_field_added_to_the_configs_since_a_record_keeps_it_current_at_its_def
   config = copy.deepcopy(records.current_config(NAME))
   config['optim']['learning_rate'] = 0.01
   assert not records.is_current(record, config)
+
+
+def test_a_run_on_other_convolution_kernels_is_a_run_of_the_config(tmp_path, data_dir):
+  record = make_record(tmp_path, data_dir, 0, 0.66)
+  config = copy.deepcopy(records.current_config(NAME))
+  config['model']['conv_backend'] = 'onednn'
+  config['model']['conv_grad'] = 'matmul'
+  assert records.config_hash(config) == record['config_hash']
+  # A record written before these keys left the hash: its settings still hold them.
+  record['settings']['model'].update(conv_backend='onednn', conv_grad='matmul')
+  record['config_hash'] = 'of that older version'
+  assert records.is_current(record, records.current_config(NAME))
+  config['model']['dtype'] = 'bfloat16'  # Another computation.
+  assert not records.is_current(record, config)

@@ -38,9 +38,12 @@ from cifar_jax.report import run_files
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS_DIR = 'results'
-# Besides results.NOT_THE_EXPERIMENT: keys that change no number a run computes.
+# Besides results.NOT_THE_EXPERIMENT: keys that change no number a run computes, or only its
+# float32 rounding (the kernels behind a convolution; the record names them: conv_grad,
+# conv_backend), so a run on oneDNN counts as a run of the config.
 NOT_IN_HASH = results.NOT_THE_EXPERIMENT + ('name', 'report', 'reported_test_accuracy',
-                                            'train.steps_per_dispatch', 'train.device_loop')
+                                            'train.steps_per_dispatch', 'train.device_loop',
+                                            'model.conv_grad', 'model.conv_backend')
 # History columns kept in a record, and their rounding (significant digits): accuracies over
 # 10,000 images need 4 decimals, over 40,000 six.
 HISTORY_DIGITS = {'epoch': None, 'loss': 6, 'accuracy': 6, 'val_loss': 6, 'val_accuracy': 6,
@@ -74,7 +77,8 @@ def is_current(record: dict[str, Any], config: dict[str, Any]) -> bool:
   if record['config_hash'] == config_hash(config):
     return True
   old = record.get('settings')
-  return old is not None and _same_but_new_defaults(settings(config), old,
+  # settings() of the old settings: keys left out of the hash since then are left out here too.
+  return old is not None and _same_but_new_defaults(settings(config), settings(old),
                                                     settings(_base_config()))
 
 
