@@ -278,6 +278,8 @@ def main(argv=None):
         'wall_seconds': round(t3 - t0, 2), 'cpu_seconds': round(c3 - c0, 2),
         'loadavg_before': load_before, 'loadavg_after': load_average(),
         'dtype': str(next(model.parameters()).dtype),
+        # glibc's malloc settings (cifar_jax's launch.py puts its own on huge pages).
+        'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
     }
     result['runs'].append(run)
     print(json.dumps(run), flush=True)

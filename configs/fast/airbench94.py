@@ -6,11 +6,12 @@ Single GPU", arXiv:2404.00498; KellerJordan/cifar10-airbench, legacy/airbench94.
 
 Anchor (PyTorch, A100): 94.01% mean test accuracy over 1,000 runs (with TTA), 9.9 epochs,
 0.36 PFLOP per run, 3.83 s (legacy/airbench94.py, uncompiled) / 3.09 s (torch.compile).
-Ours (benchmarks/results/airbench_full_cpu.json; seed 0, shared JPEG copy, quiet 2-core AMD EPYC
-Zen 4, `--config.model.conv_backend=onednn`, commit bc5428f): 90.51% with TTA, 89.73% without
-(`--evaluate=latest --config.augment.tta=none`), 9.9 epochs, 2,456 s for the whole command.
-airbench94's own script on the same CPU and data: 90.69% / 89.85%, 2,255 s. The JPEG copy costs
-this recipe ~3 points (the anchor's own 94.01 -> 90.69).
+Ours (results/fast_airbench94/, benchmarks/results/airbench_full_cpu.json; seed 0, shared JPEG
+copy, quiet 2-core AMD EPYC Zen 4, `--config.model.conv_backend=onednn`, commit 5959d5c): 90.51%
+with TTA, 89.73% without (`--evaluate=latest --config.augment.tta=none`), 9.9 epochs, 2,030 s
+for the whole command (1,820 s training). airbench94's own script on the same CPU and data:
+90.69% / 89.85%, 2,255 s (4,314 s with glibc's malloc on huge pages, as launch.py runs ours).
+The JPEG copy costs this recipe ~3 points (the anchor's own 94.01 -> 90.69).
 FLOPs per run from XLA's cost analysis (CPU, float32): 6.31e11 per train step (batch 1024)
 x 476 = 3.00e14, plus the TTA test evaluation (6 views x 10,000 images x 2.08e8) 1.25e13:
 0.31 PFLOP. XLA counts only the taps of a 'SAME' conv that meet the image; counting
