@@ -46,6 +46,17 @@ def _paths():
   return _cifar_jax_module('paths')
 
 
+def code_version() -> dict:
+  """{'commit': HEAD, 'dirty': changes outside results/} of the cifar_jax checkout that ran (the
+  zoo's check), or {} outside a git checkout: which code a results file measured."""
+  zoo = _cifar_jax_module('zoo')
+  try:
+    commit, dirty = zoo.git_state('results')
+  except zoo.ZooError:
+    return {}
+  return {'commit': commit, 'dirty': dirty}
+
+
 def cpu() -> str:
   """This machine's CPU, e.g. "AMD EPYC (AVX-512)" (cifar_jax.host_cpu.describe)."""
   return _cifar_jax_module('host_cpu').describe()

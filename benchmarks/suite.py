@@ -754,7 +754,7 @@ def format_table(summary: list, loaded: bool) -> str:
 
 def machine_info() -> dict:
   return {'cpu_model': json_out.cpu(), 'cpu_count': os.cpu_count(), 'platform': platform.platform(),
-          'python': platform.python_version()}
+          'python': platform.python_version(), **json_out.code_version()}
 
 
 def is_loaded(load_averages, cpu_count: int) -> bool:

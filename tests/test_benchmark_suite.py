@@ -4,6 +4,7 @@ config and synthetic data."""
 import json
 import math
 import pathlib
+import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,6 +47,10 @@ def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
 
   assert results['schema'] == suite.SCHEMA
   assert len(results['machine']['load_average_start']) == 3
+  head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=suite.REPO, capture_output=True,
+                        text=True, check=True).stdout.strip()
+  assert results['machine']['commit'] == head  # Which code the numbers measured.
+  assert isinstance(results['machine']['dirty'], bool)
   assert positive(results['matmul_peak']['peak_flops_per_second'])
   xla, onednn = results['results']
   assert_measured(xla, 'cifar_jax')
