@@ -57,6 +57,12 @@ def code_version() -> dict:
   return {'commit': commit, 'dirty': dirty}
 
 
+def glibc_tunables_with_huge_pages(environ) -> str | None:
+  """GLIBC_TUNABLES that put glibc's malloc on huge pages as launch.py does, or None where it
+  would not (cifar_jax.huge_pages.tunables_with_huge_pages)."""
+  return _cifar_jax_module('huge_pages').tunables_with_huge_pages(environ)
+
+
 def cpu() -> str:
   """This machine's CPU, e.g. "AMD EPYC (AVX-512)" (cifar_jax.host_cpu.describe)."""
   return _cifar_jax_module('host_cpu').describe()

@@ -846,8 +846,7 @@ def measure_one(framework: str, config_path: str, plan: Plan, args) -> dict:
   env = {'KERAS_BACKEND': KERAS_BACKENDS.get(framework, 'jax')}
   if args.huge_pages == 'all' or (args.huge_pages == 'cifar_jax'
                                   and framework.startswith('cifar_jax')):
-    from cifar_jax import huge_pages  # pylint: disable=g-import-not-at-top
-    tunables = huge_pages.tunables_with_huge_pages(os.environ)
+    tunables = json_out.glibc_tunables_with_huge_pages(os.environ)
     if tunables:
       env['GLIBC_TUNABLES'] = tunables
   print(f'{config_path} / {framework} ({"full" if plan.full_epoch else "subset"} epochs)...',

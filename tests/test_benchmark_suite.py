@@ -3,6 +3,7 @@ config and synthetic data."""
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'benchmarks'))
 
+import json_out  # pylint: disable=g-import-not-at-top
 import suite  # pylint: disable=g-import-not-at-top
 
 
@@ -55,6 +57,9 @@ def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
   xla, onednn = results['results']
   assert_measured(xla, 'cifar_jax')
   assert_measured(onednn, 'cifar_jax_onednn')
+  # The cifar_jax children run glibc's malloc as launch.py gives it them (--huge_pages default).
+  tunables = json_out.glibc_tunables_with_huge_pages(os.environ)
+  assert xla['glibc_tunables'] == (tunables or os.environ.get('GLIBC_TUNABLES', ''))
   assert positive(xla['flops_per_image'])
   assert 'onednn_version' not in xla
   assert onednn['onednn_version']  # oneDNN's version and commit.
