@@ -1,6 +1,7 @@
 """The benchmarks' one way to read a config: `load_config('configs/exp11.py')` is that file's
 get_config(). A relative path is the repository's (benchmarks run from anywhere). And their one
-way to time its train step: `random_step_inputs(config)`, its fresh TrainState and one batch."""
+way to time its train step: `random_step_inputs(config)`, its fresh TrainState and one batch; and
+`use_conv_backend(config, 'onednn')`, which sets a config's convolutions and checks they can run."""
 
 import importlib.util
 import os
@@ -48,3 +49,19 @@ def step_batch(config, images, labels):
     n = len(labels)
     batch.update(index=np.arange(n, dtype=np.int32), epoch=np.zeros(n, np.int32))
   return jax.device_put(batch)
+
+
+def use_conv_backend(config, backend: str) -> dict:
+  """Sets config.model.conv_backend; 'onednn' loads oneDNN's convolutions first (compiled on
+  first use, seconds). Returns the row's backend fields. Raises onednn_conv.Unavailable where
+  they cannot run: without oneDNN or g++, or on an accelerator, which would run XLA's
+  convolutions and so time the cifar_jax child again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
+  config.model.conv_backend = backend
+  if backend != 'onednn':
+    return {'conv_backend': backend}
+  if jax.default_backend() != 'cpu':
+    raise onednn_conv.Unavailable(f'oneDNN convolutions are CPU-only; this host computes on '
+                                  f'{jax.default_backend()}, where they are XLA\'s')
+  return {'conv_backend': backend, 'onednn_version': onednn_conv.load()}

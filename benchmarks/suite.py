@@ -71,6 +71,7 @@ import time
 
 import json_out  # This folder's --out writer (local or gs://).
 from config_file import load_config as read_config_file
+from config_file import use_conv_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ('cifar_jax', 'cifar_jax_onednn', 'keras_jax', 'keras_tf')
@@ -298,22 +299,6 @@ def cifar_jax_info() -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   return {'device': f'{jax.devices()[0].platform} x{jax.device_count()}',
           'versions': {'jax': jax.__version__, 'flax': flax.__version__}}
-
-
-def use_conv_backend(config, backend: str) -> dict:
-  """Sets config.model.conv_backend; 'onednn' loads oneDNN's convolutions first (compiled on
-  first use, seconds). Returns the row's backend fields. Raises onednn_conv.Unavailable where
-  they cannot run: without oneDNN or g++, or on an accelerator, which would run XLA's
-  convolutions and so time the cifar_jax child again."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
-  config.model.conv_backend = backend
-  if backend != 'onednn':
-    return {'conv_backend': backend}
-  if jax.default_backend() != 'cpu':
-    raise onednn_conv.Unavailable(f'oneDNN convolutions are CPU-only; this host computes on '
-                                  f'{jax.default_backend()}, where they are XLA\'s')
-  return {'conv_backend': backend, 'onednn_version': onednn_conv.load()}
 
 
 def measure_cifar_jax(config, splits, full: EpochShape, plan: Plan) -> dict:

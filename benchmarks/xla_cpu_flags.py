@@ -8,12 +8,17 @@ batch, median wall time of --reps steps after two warm-ups, with minor page faul
 CPU time per step (getrusage). Settings:
 
   xla_defaults   CIFAR_JAX_XLA_CPU_DEFAULTS=0: XLA's own defaults (YNNPACK convolution fusions)
-  cifar_jax      cifar_jax.xla_cpu's defaults (no YNNPACK fusions: XLA's Eigen convolutions)
+  cifar_jax      cifar_jax.xla_cpu's defaults (YNNPACK reductions only: XLA's Eigen convolutions)
+  ynn_reduce     YNNPACK reductions only, spelled out (what cifar_jax sets)
+  no_ynn         no YNNPACK fusions at all (cifar_jax's default before 2026-12-03)
+  ynn_dots       YNNPACK dots only
   no_xnnpack     cifar_jax's plus --xla_cpu_use_xnnpack=false
+  ...            and XLA's oneDNN options and LLVM levels (SETTINGS below)
 
 each with glibc malloc, glibc malloc on transparent huge pages (GLIBC_TUNABLES=
 glibc.malloc.hugetlb=1, what launch.py restarts itself with: cifar_jax/huge_pages.py) and, where
-installed, tcmalloc (LD_PRELOAD; run.sh preloads it).
+installed, tcmalloc (LD_PRELOAD; run.sh preloads it). --conv_backend=onednn runs the configs
+with model.conv_backend='onednn' (oneDNN's convolutions, requirements-onednn.txt).
 """
 
 import argparse
@@ -25,13 +30,15 @@ import sys
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
-from config_file import load_config, random_step_inputs
+from config_file import load_config, random_step_inputs, use_conv_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
     'xla_defaults': {'CIFAR_JAX_XLA_CPU_DEFAULTS': '0'},
     'cifar_jax': {},
     'ynn_dots': {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=individual_dot'},
+    'ynn_reduce': {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=reduce'},
+    'no_ynn': {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='},
     'no_xnnpack': {'XLA_FLAGS': '--xla_cpu_use_xnnpack=false'},
     'onednn': {'XLA_FLAGS': '--xla_cpu_use_onednn=true'},
     'onednn_custom_call': {'XLA_FLAGS': '--xla_cpu_experimental_onednn_custom_call=true'},
@@ -51,13 +58,14 @@ def find_tcmalloc() -> str:
   return ''
 
 
-def child(config_path: str, reps: int) -> dict:
+def child(config_path: str, reps: int, conv_backend: str) -> dict:
   """One setting: this process's environment is the setting."""
   sys.path.insert(0, REPO)
   from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_path)
+  backend_fields = use_conv_backend(config, conv_backend)
   batch_size = config.train.batch_size
   state, batch = random_step_inputs(config)
   start = time.perf_counter()
@@ -74,7 +82,8 @@ def child(config_path: str, reps: int) -> dict:
     jax.block_until_ready(sums)
     seconds.append(time.perf_counter() - start)
   after = resource.getrusage(resource.RUSAGE_SELF)
-  return {'batch_size': batch_size, 'step_seconds': sorted(seconds)[len(seconds) // 2],
+  return {**backend_fields, 'batch_size': batch_size,
+          'step_seconds': sorted(seconds)[len(seconds) // 2],
           'compile_seconds': compile_seconds,
           'page_faults_per_step': (after.ru_minflt - before.ru_minflt) / reps,
           'system_seconds_per_step': (after.ru_stime - before.ru_stime) / reps,
@@ -88,11 +97,13 @@ def main():
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--reps', type=int, default=8)
   parser.add_argument('--mallocs', default='glibc,glibc_hugepages,tcmalloc')
+  parser.add_argument('--conv_backend', default='xla', choices=('xla', 'onednn'),
+                      help='model.conv_backend of every config')
   parser.add_argument('--out', default='')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(child(args.child, args.reps)))
+    print(json.dumps(child(args.child, args.reps, args.conv_backend)))
     return
   json_out.check(args.out)
 
@@ -112,8 +123,8 @@ def main():
         env.update(SETTINGS[setting])
         env.update(malloc_env)
         out = subprocess.run([sys.executable, __file__, f'--child={config_path}',
-                              f'--reps={args.reps}'], env=env, capture_output=True, text=True,
-                             check=True)
+                              f'--reps={args.reps}', f'--conv_backend={args.conv_backend}'],
+                             env=env, capture_output=True, text=True, check=True)
         row = {'config': config_path, 'setting': setting, 'malloc': malloc,
                'load_average': os.getloadavg(), **json.loads(out.stdout.splitlines()[-1])}
         rows.append(row)
