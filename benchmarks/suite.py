@@ -70,8 +70,7 @@ import tempfile
 import time
 
 import json_out  # This folder's --out writer (local or gs://).
-from config_file import load_config as read_config_file
-from config_file import use_conv_backend
+from config_file import load_config as read_config_file, use_conv_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ('cifar_jax', 'cifar_jax_onednn', 'keras_jax', 'keras_tf')

@@ -97,6 +97,8 @@ def main():
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--reps', type=int, default=8)
   parser.add_argument('--mallocs', default='glibc,glibc_hugepages,tcmalloc')
+  # cifar_jax.models.conv.BACKENDS, spelled out: importing cifar_jax here would put its XLA
+  # flags in this process's environment, which every setting's child inherits.
   parser.add_argument('--conv_backend', default='xla', choices=('xla', 'onednn'),
                       help='model.conv_backend of every config')
   parser.add_argument('--out', default='')
