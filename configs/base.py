@@ -208,9 +208,13 @@ def get_config():
   ))
 
   # Keras callbacks, evaluated on the host between epochs. Each entry of `early_stopping` is one
-  # keras.callbacks.EarlyStopping (the first that fires stops training).
+  # keras.callbacks.EarlyStopping (the first that fires stops training). `early_stopping_order`
+  # names them in the order of fit's callbacks list (empty: by name, ConfigDict's order). It
+  # matters where several restore best weights: Keras restores them in that order at the end of
+  # training, so the last one's weights are evaluated, and a config with two must say which.
   c.callbacks = ml_collections.ConfigDict(dict(
       early_stopping=ml_collections.ConfigDict(),
+      early_stopping_order=(),
       reduce_lr_on_plateau=ml_collections.ConfigDict(dict(
           enabled=False, monitor='val_loss', factor=0.1, patience=10, mode='auto',
           min_delta=1e-4, cooldown=0, min_lr=0.0)),

@@ -21,6 +21,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from cifar_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+from cifar_jax.train import config_checks  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import loop  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import outputs  # pylint: disable=g-import-not-at-top
 from configs import base  # pylint: disable=g-import-not-at-top
@@ -38,8 +39,9 @@ def scripted(loss, accuracy, val_loss, val_accuracy):
 
 
 # Replica 0 stops on val_loss (patience 2) at epoch 6 after two plateau reductions (the second
-# onto min_lr); replica 1 never stops, yet Keras restores at the end of training: val_loss's
-# best epoch (8), not val_acc's (7), since the last callback that restores wins.
+# onto min_lr); replica 1 never stops, yet Keras restores at the end of training: with the
+# callbacks list [val_acc, val_loss] val_loss's best epoch (8), with [val_loss, val_acc]
+# val_acc's (7), since the last callback that restores wins.
 SCRIPTS = [
     scripted(loss=[2.0, 1.9, 1.9, 1.92, 1.7, 1.7, 1.71, 1.6, 1.5],
              accuracy=[0.1, 0.2, 0.25, 0.3, 0.3, 0.31, 0.4, 0.45, 0.5],
@@ -52,10 +54,15 @@ SCRIPTS = [
 ]
 
 
-def callbacks_config(config):
+ORDERS = (('val_acc', 'val_loss'), ('val_loss', 'val_acc'))  # The second is not by name.
+RESTORED_BY_REPLICA_1 = {ORDERS[0]: 8, ORDERS[1]: 7}
+
+
+def callbacks_config(config, order):
   base.add_early_stopping(config, 'val_acc', 'val_accuracy', 3, min_delta=0.01,
                           restore_best_weights=True)
   base.add_early_stopping(config, 'val_loss', 'val_loss', 2, restore_best_weights=True)
+  config.callbacks.early_stopping_order = order
   config.callbacks.reduce_lr_on_plateau.update(enabled=True, monitor='loss', patience=1,
                                                factor=0.5, cooldown=1, min_lr=3e-4,
                                                min_delta=0.0)
@@ -88,9 +95,10 @@ def keras_trace(config, logs_seq, folder):
   script = Script(logs_seq)
   plateau = config.callbacks.reduce_lr_on_plateau.to_dict()
   del plateau['enabled']
-  stoppers = {name: keras.callbacks.EarlyStopping(**{k: v for k, v in entry.to_dict().items()
+  entries = config.callbacks.early_stopping
+  stoppers = {name: keras.callbacks.EarlyStopping(**{k: v for k, v in entries[name].items()
                                                      if v is not None})
-              for name, entry in config.callbacks.early_stopping.items()}
+              for name in config.callbacks.early_stopping_order}  # fit's list order.
   callbacks = [script,
                keras.callbacks.ModelCheckpoint(
                    os.path.join(folder, 'best_{epoch}.weights.h5'), save_weights_only=True,
@@ -174,24 +182,27 @@ def loop_traces(config, scripts, workdir, monkeypatch):
   return traces
 
 
-def test_callback_parity_cases_cover_what_they_claim(tmp_path):
+@pytest.mark.parametrize('order', ORDERS)
+def test_callback_parity_cases_cover_what_they_claim(tmp_path, order):
   keras_traces = []
   for i, logs_seq in enumerate(SCRIPTS):
     os.makedirs(tmp_path / str(i))
-    keras_traces.append(keras_trace(callbacks_config(tiny_config()), logs_seq, tmp_path / str(i)))
+    keras_traces.append(keras_trace(callbacks_config(tiny_config(), order), logs_seq,
+                                    tmp_path / str(i)))
   # Replica 0: reduced twice (to the floor), stopped by val_loss; replica 1 runs to the end
   # and still gets the weights of a best epoch back; several best checkpoints.
   assert len(set(keras_traces[0]['learning_rates'])) == 3
   assert keras_traces[0]['stopped_by'] == 'val_loss' and keras_traces[0]['epochs_run'] < EPOCHS
   assert keras_traces[1]['stopped_by'] is None and keras_traces[1]['epochs_run'] == EPOCHS
-  assert keras_traces[1]['restored_epoch'] == 8
+  assert keras_traces[1]['restored_epoch'] == RESTORED_BY_REPLICA_1[order]
   assert all(len(t['best_epochs']) >= 3 for t in keras_traces)
 
 
+@pytest.mark.parametrize('order', ORDERS)
 @pytest.mark.parametrize('num_seeds', [1, 2])
 def test_the_loop_makes_the_callback_decisions_of_keras_fit(synthetic_dir, tmp_path,
-                                                            monkeypatch, num_seeds):
-  config = callbacks_config(tiny_config(synthetic_dir, epochs=EPOCHS, steps_per_epoch=1))
+                                                            monkeypatch, num_seeds, order):
+  config = callbacks_config(tiny_config(synthetic_dir, epochs=EPOCHS, steps_per_epoch=1), order)
   config.optim.learning_rate = LEARNING_RATE
   config.num_seeds = num_seeds
   scripts = SCRIPTS[:num_seeds]
@@ -201,3 +212,18 @@ def test_the_loop_makes_the_callback_decisions_of_keras_fit(synthetic_dir, tmp_p
     expected.append(keras_trace(config, logs_seq, tmp_path / f'keras_{i}'))
   got = loop_traces(config, scripts, str(tmp_path / 'run'), monkeypatch)
   assert got == expected
+
+
+@pytest.mark.parametrize('order, message', [
+    ((), r"\['val_acc', 'val_loss'\] all restore best weights .* set "
+         r'callbacks.early_stopping_order'),
+    (('val_loss',), r"early_stopping_order=\['val_loss'\] must name every .*entry once"),
+    (('val_loss', 'val_acc', 'val_loss'), 'must name every'),
+])
+def test_a_config_must_order_the_stoppers_whose_weights_it_restores(synthetic_dir, order,
+                                                                    message):
+  """A ConfigDict sorts its keys, so without an order the restored weights would depend on the
+  entries' names: refused up front, like any bad config."""
+  config = callbacks_config(tiny_config(synthetic_dir), order)
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.check_config(config)

@@ -252,9 +252,18 @@ def _overrides(overrides) -> list[str]:
 
 
 def _checksum(run_dir: str, source: str) -> str:
+  try:
+    return source_checksum(source)
+  except RecordError as e:
+    raise RecordError(f'{run_dir}: {e}') from None
+
+
+def source_checksum(source: str) -> str:
+  """data_checksum of what a data source string ('binary folder /x/cifar-10-batches-bin', as
+  cifar_jax.data.sources names it) read."""
   match = _SOURCE_PATH.match(source or '')
   if not match or not paths.exists(match['path']):
-    raise RecordError(f'{run_dir}: cannot checksum its data: results.json data_source '
+    raise RecordError(f'cannot checksum its data: results.json data_source '
                       f'{source!r} names no file here (build the record where the run read it)')
   return data_checksum(match['path'])
 

@@ -260,14 +260,35 @@ def best_weights_index(callbacks: Sequence[EarlyStopping]) -> int | None:
   return restoring[-1] if restoring else None
 
 
-def make_callbacks(callbacks_config) -> tuple[list[EarlyStopping], ReduceLROnPlateau | None]:
-  """Builds the callbacks described by `config.callbacks` (see configs/base.py).
+def early_stopping_entries(callbacks_config) -> list[tuple[str, Any]]:
+  """The EarlyStopping entries of `config.callbacks` as (name, entry), in the order of Keras's
+  `fit(callbacks=[...])`: `early_stopping_order`, or by name (ConfigDict's order) when it is
+  empty.
 
-  EarlyStopping entries come in ConfigDict order, i.e. sorted by entry name; that order only
-  matters for which snapshot `best_weights_index` picks when several restore best weights.
+  The order decides one thing, which snapshot `best_weights_index` loads when several restore
+  best weights (the last). A ConfigDict keeps no insertion order, so with two such entries the
+  config must give the order: by name, arquitecturas' [val_loss, val_accuracy] would evaluate
+  val_loss's best epoch instead of val_accuracy's.
   """
+  entries = callbacks_config.early_stopping
+  order = tuple(callbacks_config.early_stopping_order)
+  if order and sorted(order) != sorted(entries.keys()):
+    raise ValueError(f'callbacks.early_stopping_order={list(order)} must name every '
+                     f'callbacks.early_stopping entry once: {sorted(entries.keys())}')
+  restoring = [name for name, entry in entries.items() if entry.restore_best_weights]
+  if len(restoring) > 1 and not order:
+    raise ValueError(f'callbacks.early_stopping: {restoring} all restore best weights and Keras '
+                     "evaluates the last one's in fit's callbacks list: set "
+                     'callbacks.early_stopping_order to that list, e.g. '
+                     f'"{tuple(restoring)}"')
+  return [(name, entries[name]) for name in order or entries.keys()]
+
+
+def make_callbacks(callbacks_config) -> tuple[list[EarlyStopping], ReduceLROnPlateau | None]:
+  """Builds the callbacks described by `config.callbacks` (see configs/base.py); the
+  EarlyStoppings in fit's list order (`early_stopping_entries`)."""
   early_stopping = []
-  for name, entry in callbacks_config.early_stopping.items():
+  for name, entry in early_stopping_entries(callbacks_config):
     try:
       early_stopping.append(EarlyStopping(**entry.to_dict()))
     except (TypeError, ValueError) as e:

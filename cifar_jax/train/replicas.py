@@ -56,7 +56,8 @@ class Callbacks:
   def __init__(self, config, best: callbacks_lib.ModelCheckpointMonitor | None = None):
     """`config`: the run's (or phase's) config; `best`: the monitor to keep, if any."""
     self.stoppers, self.plateau = callbacks_lib.make_callbacks(config.callbacks)
-    self.stopper_names = list(config.callbacks.early_stopping.keys())
+    self.stopper_names = [name for name, _ in
+                          callbacks_lib.early_stopping_entries(config.callbacks)]
     self.best = best or callbacks_lib.ModelCheckpointMonitor(config.checkpoint.monitor,
                                                              config.checkpoint.mode)
 

@@ -26,6 +26,9 @@ def get_base(name: str, section: str, reported_test_accuracy: float | None):
                          batch_size=BATCH_SIZE, epochs=200)
   c.data.num_validation = NUM_VALIDATION
   reports.add_early_stopping(c, ('val_loss', 'val_accuracy'), 10, restore_best_weights=True)
+  # callbacks=[callback_val_loss, callback_val_accuracy]: both restore at the end, so the test
+  # sees val_accuracy's best weights.
+  c.callbacks.early_stopping_order = ('val_loss', 'val_accuracy')
   return c
 
 
