@@ -64,7 +64,8 @@ def keras_callbacks(config) -> list:
   return callbacks
 
 
-def run(config_path: str, data_dir: str, seed: int, epochs: int = 0) -> dict:
+def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
+  """(the config as run, the run's JSON document)."""
   os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -101,7 +102,7 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0) -> dict:
                      'best_epoch': cb.best_epoch + 1}
                     for (name, entry), cb in zip(
                         callbacks_lib.early_stopping_entries(config.callbacks), callbacks)]
-  return {
+  return config, {
       'schema': SCHEMA, 'config': config.name, 'config_file': os.path.relpath(
           os.path.join(REPO, config_path), REPO), 'seed': seed,
       'keras': keras.__version__, 'backend': keras.backend.backend(),
@@ -126,14 +127,14 @@ def _backend_version(backend: str) -> str:
   return jax.__version__
 
 
-def records_side_by_side(config_name: str, results_dir: str, checksum: str) -> dict:
-  """The config's cifar_jax records (current config only) on the same data: per seed, the epochs
-  run and the test accuracy, and their mean."""
+def records_side_by_side(config, results_dir: str, checksum: str) -> dict:
+  """The cifar_jax records of the config Keras ran (its settings as run, so a shortened smoke
+  run matches none) on the same data: per seed, the epochs run and the test accuracy, and
+  their mean."""
   from cifar_jax.report import records as records_lib  # pylint: disable=g-import-not-at-top
-  current = records_lib.current_config(config_name)
-  chosen, _ = records_lib.choose_records(records_lib.load_records(results_dir), config_name,
-                                         current)
-  same = [r for r in chosen if r['data']['checksum'] == checksum]
+  chosen, older = records_lib.choose_records(records_lib.load_records(results_dir), config.name,
+                                             json.loads(config.to_json_best_effort()))
+  same = [r for r in chosen if r['data']['checksum'] == checksum and not older]
   rows = [{'seed': r['seed'], 'commit': r['commit'][:10], 'epochs_run': r['epochs_run'],
            'test_accuracy': r['test_accuracy']} for r in same]
   accuracies = [r['test_accuracy'] for r in same]
@@ -152,9 +153,8 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='the JSON to write (local or gs://)')
   args = parser.parse_args(argv)
   json_out.check(args.out)
-  document = run(args.config, args.data_dir, args.seed, args.epochs)
-  document['cifar_jax'] = records_side_by_side(document['config'], args.results,
-                                               document['data']['checksum'])
+  config, document = run(args.config, args.data_dir, args.seed, args.epochs)
+  document['cifar_jax'] = records_side_by_side(config, args.results, document['data']['checksum'])
   json_out.write(args.out, document)
   print(json.dumps({k: document[k] for k in ('config', 'seed', 'epochs_run', 'early_stopping',
                                               'test_accuracy', 'best_val_accuracy')}))
