@@ -5,6 +5,9 @@ config's records fall short of the report.
     .venv-bench/tf/bin/python benchmarks/keras_run.py --config=configs/arquitecturas/a2.py \\
         --data_dir=../shared/data/cifar10-jpeg --seed=0 \\
         --out=benchmarks/results/keras_runs/arquitecturas_a2_seed0.json
+    # later, beside the records that landed since:
+    .venv-bench/tf/bin/python benchmarks/keras_run.py --refresh \\
+        --out=benchmarks/results/keras_runs/arquitecturas_a2_seed0.json
 
 The parity tests check cifar_jax against Keras a few steps at a time; this checks a whole run.
 It builds the config's model in Keras (cifar_jax/testing/keras_reference.py, as the benchmark
@@ -18,8 +21,8 @@ a cifar_jax run.
 
 The JSON holds the history, the epoch each EarlyStopping fired at, the test accuracy, the
 versions, the CPU and the commit; it ends with the config's cifar_jax records in results/ side
-by side (stop epoch and test accuracy per seed), so one file answers "does Keras stop where we
-stop?". Configs whose training Keras's fit cannot express as called here (a learning-rate
+by side (stop epoch, test accuracy and the mean absolute distance of each History curve, per
+seed), so one file answers "does Keras train and stop as we do?". Configs whose training Keras's fit cannot express as called here (a learning-rate
 schedule, per-group settings, augmentation layers outside ImageDataGenerator) are refused.
 """
 
@@ -64,6 +67,15 @@ def keras_callbacks(config) -> list:
   return callbacks
 
 
+def config_as_run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
+  """The config a run trains: the file's, with `seed` and at most `epochs` epochs (0: the
+  config's)."""
+  config = suite.load_config(config_path, data_dir)
+  config.seed = seed
+  config.train.epochs = epochs or config.train.epochs
+  return config
+
+
 def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
   """(the config as run, the run's JSON document)."""
   os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
@@ -72,9 +84,7 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
   from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from cifar_jax.report import records as records_lib  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
-  config = suite.load_config(config_path, data_dir)
-  config.seed = seed
-  config.train.epochs = epochs or config.train.epochs
+  config = config_as_run(config_path, data_dir, seed, epochs)
   reason = refusal(config)
   if reason:
     raise SystemExit(f'error: {config_path}: {reason}; this script runs a plain Keras fit')
@@ -104,7 +114,7 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
                         callbacks_lib.early_stopping_entries(config.callbacks), callbacks)]
   return config, {
       'schema': SCHEMA, 'config': config.name, 'config_file': os.path.relpath(
-          os.path.join(REPO, config_path), REPO), 'seed': seed,
+          os.path.join(REPO, config_path), REPO), 'seed': seed, 'epochs_limit': epochs,
       'keras': keras.__version__, 'backend': keras.backend.backend(),
       'backend_version': _backend_version(keras.backend.backend()),
       'data': {'source': records_lib.relative_source(splits.source),
@@ -127,34 +137,58 @@ def _backend_version(backend: str) -> str:
   return jax.__version__
 
 
-def records_side_by_side(config, results_dir: str, checksum: str) -> dict:
+CURVES = ('loss', 'accuracy', 'val_loss', 'val_accuracy')
+
+
+def curve_differences(history: dict, record: dict) -> dict:
+  """Mean absolute difference of each History column between Keras's run and a record, over
+  the epochs both ran."""
+  common = min(len(history['loss']), len(record['history']['loss']))
+  return {'epochs': common, **{key: statistics.mean(
+      abs(a - b) for a, b in zip(history[key][:common], record['history'][key][:common]))
+      for key in CURVES}}
+
+
+def records_side_by_side(config, history: dict, results_dir: str, checksum: str) -> dict:
   """The cifar_jax records of the config Keras ran (its settings as run, so a shortened smoke
-  run matches none) on the same data: per seed, the epochs run and the test accuracy, and
-  their mean."""
+  run matches none) on the same data: per seed, the epochs run, the test accuracy and the
+  curves' distance to Keras's `history`; and the mean test accuracy."""
   from cifar_jax.report import records as records_lib  # pylint: disable=g-import-not-at-top
   chosen, older = records_lib.choose_records(records_lib.load_records(results_dir), config.name,
                                              json.loads(config.to_json_best_effort()))
   same = [r for r in chosen if r['data']['checksum'] == checksum and not older]
   rows = [{'seed': r['seed'], 'commit': r['commit'][:10], 'epochs_run': r['epochs_run'],
-           'test_accuracy': r['test_accuracy']} for r in same]
+           'test_accuracy': r['test_accuracy'],
+           'mean_abs_difference': curve_differences(history, r)} for r in same]
   accuracies = [r['test_accuracy'] for r in same]
   return {'records': rows, 'mean_test_accuracy': statistics.mean(accuracies) if same else None}
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--config', required=True, help='a config file, e.g. configs/exp0.py')
-  parser.add_argument('--data_dir', required=True)
+  parser.add_argument('--config', help='a config file, e.g. configs/exp0.py')
+  parser.add_argument('--data_dir')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--epochs', type=int, default=0,
                       help="at most this many epochs (a smoke run); 0: the config's")
   parser.add_argument('--results', default=os.path.join(REPO, 'results'),
                       help="the cifar_jax records to set beside Keras's run")
   parser.add_argument('--out', required=True, help='the JSON to write (local or gs://)')
+  parser.add_argument('--refresh', action='store_true',
+                      help="only set --out's run beside the records in --results as they are now")
   args = parser.parse_args(argv)
-  json_out.check(args.out)
-  config, document = run(args.config, args.data_dir, args.seed, args.epochs)
-  document['cifar_jax'] = records_side_by_side(config, args.results, document['data']['checksum'])
+  if args.refresh:
+    from cifar_jax import paths  # pylint: disable=g-import-not-at-top
+    document = json.loads(paths.read_text(args.out))
+    config = config_as_run(document['config_file'], '', document['seed'],
+                           document.get('epochs_limit', 0))
+  else:
+    if not args.config or not args.data_dir:
+      parser.error('--config and --data_dir are needed (unless --refresh)')
+    json_out.check(args.out)
+    config, document = run(args.config, args.data_dir, args.seed, args.epochs)
+  document['cifar_jax'] = records_side_by_side(config, document['history'], args.results,
+                                               document['data']['checksum'])
   json_out.write(args.out, document)
   print(json.dumps({k: document[k] for k in ('config', 'seed', 'epochs_run', 'early_stopping',
                                               'test_accuracy', 'best_val_accuracy')}))

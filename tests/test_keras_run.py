@@ -32,7 +32,21 @@ def test_a_whole_fit_is_written_with_its_history_stop_and_test(synthetic_dir, tm
   assert run['data']['checksum'] == records_lib.data_checksum(
       str(pathlib.Path(synthetic_dir) / 'cifar-10-batches-bin'))
   assert run['cifar_jax'] == {'records': [], 'mean_test_accuracy': None}
-  assert run['machine']['commit']
+  assert run['machine']['commit'] and run['epochs_limit'] == 2
+  # --refresh sets the same run beside the records as they are now, and changes nothing else.
+  before = dict(run)
+  assert keras_run.main(['--refresh', f'--results={tmp_path / "none"}', f'--out={out}']) == 0
+  assert json.loads(out.read_text()) == before
+
+
+def test_curves_are_compared_over_the_epochs_both_ran():
+  keras = {'loss': [2.0, 1.0, 0.5], 'accuracy': [0.1, 0.5, 0.7],
+           'val_loss': [2.0, 1.5, 1.4], 'val_accuracy': [0.2, 0.4, 0.6]}
+  record = {'history': {'loss': [2.5, 1.0], 'accuracy': [0.2, 0.4],
+                        'val_loss': [2.0, 2.0], 'val_accuracy': [0.2, 0.4]}}
+  differences = keras_run.curve_differences(keras, record)
+  assert differences == pytest.approx({'epochs': 2, 'loss': 0.25, 'accuracy': 0.1,
+                                       'val_loss': 0.25, 'val_accuracy': 0.0})
 
 
 def test_stoppers_go_to_keras_in_the_reports_list_order():
