@@ -37,6 +37,8 @@ import json_out  # This folder's --out writer (local or gs://).
 import suite  # The Keras model, optimizer and input of a config, as the suite builds them.
 
 REPO = suite.REPO
+if REPO not in sys.path:  # cifar_jax, when this runs as a script from any folder.
+  sys.path.insert(0, REPO)
 SCHEMA = 'cifar_jax-keras-run/1'
 
 
