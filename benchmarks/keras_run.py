@@ -22,8 +22,9 @@ a cifar_jax run.
 The JSON holds the history, the epoch each EarlyStopping fired at, the test accuracy, the
 versions, the CPU and the commit; it ends with the config's cifar_jax records in results/ side
 by side (stop epoch, test accuracy and the mean absolute distance of each History curve, per
-seed), so one file answers "does Keras train and stop as we do?". Configs whose training Keras's fit cannot express as called here (a learning-rate
-schedule, per-group settings, augmentation layers outside ImageDataGenerator) are refused.
+seed), so one file answers "does Keras train and stop as we do?". Configs whose training a
+plain fit cannot express (a learning-rate schedule, param groups or lookahead, a model other
+than a layer stack, a fixed steps_per_epoch) are refused before the data loads.
 """
 
 import argparse
@@ -102,13 +103,14 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
 
   callbacks = keras_callbacks(config)
   start = time.perf_counter()
-  history = model.fit(x, y, epochs=config.train.epochs, validation_data=scaled(splits.validation),
+  validation = scaled(splits.validation) if splits.validation else None
+  history = model.fit(x, y, epochs=config.train.epochs, validation_data=validation,
                       callbacks=callbacks, shuffle=True, verbose=2, **fit_args)
   train_seconds = time.perf_counter() - start
   test_loss, test_accuracy = model.evaluate(*scaled(splits.test), verbose=0,
                                             batch_size=config.train.batch_size)
   values = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-  best = int(np.argmax(values['val_accuracy']))
+  best = int(np.argmax(values['val_accuracy'])) if 'val_accuracy' in values else None
   early_stopping = [{'name': name, 'monitor': entry.monitor,
                      'stopped_epoch': cb.stopped_epoch + 1 if cb.stopped_epoch else None,
                      'best_epoch': cb.best_epoch + 1}
@@ -121,12 +123,14 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
       'backend_version': _backend_version(keras.backend.backend()),
       'data': {'source': records_lib.relative_source(splits.source),
                'checksum': records_lib.source_checksum(splits.source),
-               'train': len(splits.train), 'validation': len(splits.validation),
+               'train': len(splits.train),
+               'validation': len(splits.validation) if splits.validation else 0,
                'test': len(splits.test)},
       'machine': suite.machine_info(),
       'epochs_run': len(values['loss']), 'early_stopping': early_stopping,
       'test_accuracy': float(test_accuracy), 'test_loss': float(test_loss),
-      'best_val_accuracy': values['val_accuracy'][best], 'best_val_accuracy_epoch': best + 1,
+      'best_val_accuracy': None if best is None else values['val_accuracy'][best],
+      'best_val_accuracy_epoch': None if best is None else best + 1,
       'train_seconds': round(train_seconds, 1), 'history': values,
   }
 
@@ -148,7 +152,7 @@ def curve_differences(history: dict, record: dict) -> dict:
   common = min(len(history['loss']), len(record['history']['loss']))
   return {'epochs': common, **{key: statistics.mean(
       abs(a - b) for a, b in zip(history[key][:common], record['history'][key][:common]))
-      for key in CURVES}}
+      for key in CURVES if key in history and key in record['history']}}
 
 
 def records_side_by_side(config, history: dict, results_dir: str, checksum: str) -> dict:
