@@ -81,16 +81,16 @@ def config_as_run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
 
 def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
   """(the config as run, the run's JSON document)."""
+  config = config_as_run(config_path, data_dir, seed, epochs)
+  reason = refusal(config)
+  if reason:  # Before Keras and its backend load (seconds).
+    raise SystemExit(f'error: {config_path}: {reason}; this script runs a plain Keras fit')
   os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from cifar_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from cifar_jax.report import records as records_lib  # pylint: disable=g-import-not-at-top
   from cifar_jax.train import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
-  config = config_as_run(config_path, data_dir, seed, epochs)
-  reason = refusal(config)
-  if reason:
-    raise SystemExit(f'error: {config_path}: {reason}; this script runs a plain Keras fit')
   keras.utils.set_random_seed(seed)
   splits = pipeline.make_splits(config.data)
   rescale = suite.keras_scale(config, splits.train.images)
@@ -119,8 +119,8 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
   return config, {
       'schema': SCHEMA, 'config': config.name, 'config_file': os.path.relpath(
           os.path.join(REPO, config_path), REPO), 'seed': seed, 'epochs_limit': epochs,
-      'keras': keras.__version__, 'backend': keras.backend.backend(),
-      'backend_version': _backend_version(keras.backend.backend()),
+      'backend': keras.backend.backend(),
+      'versions': suite.keras_versions(keras.backend.backend()),
       'data': {'source': records_lib.relative_source(splits.source),
                'checksum': records_lib.source_checksum(splits.source),
                'train': len(splits.train),
@@ -133,14 +133,6 @@ def run(config_path: str, data_dir: str, seed: int, epochs: int = 0):
       'best_val_accuracy_epoch': None if best is None else best + 1,
       'train_seconds': round(train_seconds, 1), 'history': values,
   }
-
-
-def _backend_version(backend: str) -> str:
-  if backend == 'tensorflow':
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.__version__
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.__version__
 
 
 CURVES = ('loss', 'accuracy', 'val_loss', 'val_accuracy')
