@@ -39,6 +39,9 @@ if [ "${1:-}" = test ]; then
   exec "$venv/bin/python" -m pytest "$@"
 fi
 install requirements.txt
-# model.conv_backend=onednn: oneDNN's convolutions, compiled against its wheels on first use.
-case " $* " in *conv_backend=onednn*|*conv_backend\ onednn*) install requirements-onednn.txt ;; esac
+# model.conv_backend=onednn or tuned: oneDNN's convolutions, compiled against its wheels on first use.
+case " $* " in
+  *conv_backend=onednn*|*conv_backend\ onednn*|*conv_backend=tuned*|*conv_backend\ tuned*)
+    install requirements-onednn.txt ;;
+esac
 exec "$venv/bin/python" launch.py "$@"

@@ -52,14 +52,14 @@ def step_batch(config, images, labels):
 
 
 def use_conv_backend(config, backend: str) -> dict:
-  """Sets config.model.conv_backend; 'onednn' loads oneDNN's convolutions first (compiled on
-  first use, seconds). Returns the row's backend fields. Raises onednn_conv.Unavailable where
+  """Sets config.model.conv_backend; 'onednn' and 'tuned' load oneDNN's convolutions first
+  (compiled on first use, seconds). Returns the row's backend fields. Raises onednn_conv.Unavailable where
   they cannot run: without oneDNN or g++, or on an accelerator, which would run XLA's
   convolutions and so time the cifar_jax child again."""
   import jax  # pylint: disable=g-import-not-at-top
   from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
   config.model.conv_backend = backend
-  if backend != 'onednn':
+  if backend == 'xla':
     return {'conv_backend': backend}
   if jax.default_backend() != 'cpu':
     raise onednn_conv.Unavailable(f'oneDNN convolutions are CPU-only; this host computes on '

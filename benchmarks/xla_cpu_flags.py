@@ -99,7 +99,7 @@ def main():
   parser.add_argument('--mallocs', default='glibc,glibc_hugepages,tcmalloc')
   # cifar_jax.models.conv.BACKENDS, spelled out: importing cifar_jax here would put its XLA
   # flags in this process's environment, which every setting's child inherits.
-  parser.add_argument('--conv_backend', default='xla', choices=('xla', 'onednn'),
+  parser.add_argument('--conv_backend', default='xla', choices=('xla', 'onednn', 'tuned'),
                       help='model.conv_backend of every config')
   parser.add_argument('--out', default='')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)

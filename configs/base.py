@@ -108,10 +108,11 @@ def get_config():
       # Accelerators ignore it.
       conv_grad='',
       # Whose kernels CPU programs run the 2-D float32 convolutions with: 'xla' (XLA:CPU's Eigen,
-      # the default: bit-exact against Keras on jax) or 'onednn' (oneDNN's forward and gradients,
+      # the default: bit-exact against Keras on jax), 'onednn' (oneDNN's forward and gradients,
       # cifar_jax/models/onednn_conv.py: 1.2-1.8x faster train steps on a 2-core Zen 4; needs
-      # `pip install -r requirements-onednn.txt` and g++). Speed only: the same convolutions to
-      # float32 rounding. Accelerators ignore it.
+      # `pip install -r requirements-onednn.txt` and g++) or 'tuned' (per convolution and part,
+      # the faster of the two on this CPU, measured at first use and cached: models/conv.py).
+      # Speed only: the same convolutions to float32 rounding. Accelerators ignore it.
       conv_backend='xla',
       # Transfer learning (name 'vgg16' | 'densenet121', cifar_jax/models/backbone.py): the
       # keras.applications network as a backbone, then `layers` as the head.

@@ -2,6 +2,8 @@
 what XLA's do to float32 rounding, forward and both gradients, wherever a train step runs them
 (one step, a loop of steps, stacked seeds); programs for other platforms keep XLA's; a run
 records the backend; a bad value or a machine without oneDNN is refused before any work.
+model.conv_backend='tuned': each part runs on the kernel it measured faster with, measured once
+per problem and machine; any mix of the two computes the same to float32 rounding.
 
 The library is compiled from onednn_conv.cc against requirements-onednn.txt's oneDNN on first
 use (requirements-test.txt installs it; g++ is needed), cached per machine.
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 
 from cifar_jax.models import conv
+from cifar_jax.models import conv_tuning
 from cifar_jax.models import onednn_conv
 from cifar_jax.train import train_step
 from tests.conftest import REPO, tiny_config, tiny_state
@@ -35,12 +38,22 @@ def _custom_calls(text: str) -> int:
   return text.count('onednn_conv_')
 
 
-def _onednn(fn):
+def _onednn(fn, backend='onednn'):
   """fn traced with the oneDNN backend (jit traces lazily: the scope must cover the trace)."""
   def traced(*args):
-    with conv.backend('onednn'):
+    with conv.backend(backend):
       return fn(*args)
   return traced
+
+
+@pytest.fixture
+def tuned(tmp_path, monkeypatch):
+  """An empty process memo of tuned choices and a fresh cache file; yields the file's path."""
+  path = str(tmp_path / 'conv_grad.json')
+  monkeypatch.setenv(conv_tuning.CACHE_ENV_VAR, path)
+  monkeypatch.setattr(conv_tuning, '_choices', {})
+  monkeypatch.setattr(conv_tuning, 'measured', [])
+  return path
 
 
 @pytest.mark.parametrize('case', CASES.values(), ids=CASES.keys())
@@ -59,6 +72,36 @@ def test_forward_and_gradients_match_xla(case):
   cropping = any(side < 0 for pair in conv.explicit_padding(x.shape, w.shape, strides, padding)
                  for side in pair)
   assert _custom_calls(onednn.lower(x, w, dy).compile().as_text()) == (0 if cropping else 3)
+
+
+PARTS = ('forward', 'input gradient', 'weight gradient')
+
+
+@pytest.mark.parametrize('kernels', [('onednn', 'xla', 'onednn'), ('xla', 'onednn', 'xla'),
+                                     ('xla',) * 3, ('onednn',) * 3], ids='-'.join)
+def test_tuned_runs_each_part_on_the_kernel_chosen_for_it(kernels, tuned):
+  x, w, dy, strides, padding = _operands(CASES['6x6_same_32px'])
+
+  def both(x, w, dy):
+    return _forward_and_grads(conv.conv_general_dilated, x, w, dy, strides, padding)
+
+  # The first trace measures the three parts, once each, and caches what it chose.
+  jax.jit(_onednn(both, 'tuned')).lower(x, w, dy)
+  assert [key.split(':')[0] for key in conv_tuning.measured] == list(PARTS)
+  assert all(set(conv_tuning.entries()[key]['seconds']) == {'xla', 'onednn'}
+             for key in conv_tuning.measured)
+  with open(tuned) as f:
+    assert set(next(iter(json.load(f).values()))) == set(conv_tuning.measured)
+  # Set the choices to this case's (the memo is what the next trace reads).
+  for key, kernel in zip(conv_tuning.measured, kernels):
+    conv_tuning._choices[key] = {'form': kernel}  # pylint: disable=protected-access
+  compiled = jax.jit(_onednn(both, 'tuned')).lower(x, w, dy).compile()
+  assert len(conv_tuning.measured) == 3  # Not measured again.
+  assert _custom_calls(compiled.as_text()) == kernels.count('onednn')
+  expected = jax.jit(lambda x, w, dy: _forward_and_grads(lax.conv_general_dilated, x, w, dy,
+                                                         strides, padding))(x, w, dy)
+  for actual, wanted in zip(compiled(x, w, dy), expected):
+    _assert_close(actual, wanted, 1e-5)
 
 
 def test_the_default_backend_is_xla_and_a_scope_ends_with_its_block():
@@ -156,19 +199,29 @@ def _launch(tmp_path, synthetic_dir, *flags, env=None):
       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
-def test_a_run_records_its_conv_backend(tmp_path, synthetic_dir):
+@pytest.mark.parametrize('backend', ['onednn', 'tuned'])
+def test_a_run_records_its_conv_backend(backend, tmp_path, synthetic_dir):
   proc = _launch(tmp_path, synthetic_dir, '--config.train.epochs=1',
-                 '--config.model.conv_backend=onednn')
+                 f'--config.model.conv_backend={backend}',
+                 env={conv_tuning.CACHE_ENV_VAR: str(tmp_path / 'choices.json')})
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / 'run' / 'results.json').read_text())
-  assert results['conv_backend'] == 'onednn'
+  assert results['conv_backend'] == backend
   assert results['onednn_version'] == onednn_conv.version() != ''
+  # 'tuned' records what each part of tiny_config's convolution ran on.
+  parts = {key.split(':')[0]: kernel for key, kernel in results['conv_grad_choices'].items()
+           if key.split(':')[0] in PARTS}
+  if backend == 'onednn':
+    assert not parts
+  else:
+    assert set(parts) == set(PARTS) and set(parts.values()) <= {'xla', 'onednn'}
 
 
 @pytest.mark.parametrize('flag, env, named', [
     ('--config.model.conv_backend=mkl', None, "'onednn'"),
     # No oneDNN under the prefix given (a machine without requirements-onednn.txt).
     ('--config.model.conv_backend=onednn', 'empty', 'requirements-onednn.txt'),
+    ('--config.model.conv_backend=tuned', 'empty', 'requirements-onednn.txt'),
 ])
 def test_a_bad_conv_backend_is_refused_before_any_work(flag, env, named, tmp_path,
                                                        synthetic_dir):

@@ -4,6 +4,8 @@ import os
 import pathlib
 import subprocess
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -33,11 +35,12 @@ def _logging_venv(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
   return venv, log
 
 
-def test_the_run_command_installs_onednn_only_for_a_run_that_asks_for_it(tmp_path):
+@pytest.mark.parametrize('backend', ['onednn', 'tuned'])
+def test_the_run_command_installs_onednn_only_for_a_run_that_asks_for_it(backend, tmp_path):
   venv, log = _logging_venv(tmp_path)
   env = {**os.environ, 'CIFAR_JAX_VENV': str(venv)}
   for args in (['--config=configs/exp0.py'],
-               ['--config=configs/exp0.py', '--config.model.conv_backend=onednn']):
+               ['--config=configs/exp0.py', f'--config.model.conv_backend={backend}']):
     result = subprocess.run(['bash', str(ROOT / 'run.sh'), *args], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -45,4 +48,4 @@ def test_the_run_command_installs_onednn_only_for_a_run_that_asks_for_it(tmp_pat
   installs = [line.split('-r ')[-1] for line in calls if 'pip install' in line]
   assert [os.path.basename(path) for path in installs] == ['requirements.txt',
                                                            'requirements-onednn.txt']
-  assert calls[-1] == 'launch.py --config=configs/exp0.py --config.model.conv_backend=onednn'
+  assert calls[-1] == f'launch.py --config=configs/exp0.py --config.model.conv_backend={backend}'

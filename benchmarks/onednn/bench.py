@@ -47,27 +47,8 @@ from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
 
-# name -> (spatial size, Cin, Cout, kernel, padding): every convolution of exp0, p2cnn/exp1,
-# redes/m1 and exp11 (3x3 SAME blocks 64, 128, 256, 512), plus two of the brief's 3x3 shapes.
-SHAPES = {
-    'exp0_3-32@32_k3': (32, 3, 32, 3, 'SAME'),
-    'p2cnn1_3-32@32_k3v': (32, 3, 32, 3, 'VALID'),
-    'p2cnn1_32-64@15_k4v': (15, 32, 64, 4, 'VALID'),
-    'p2cnn1_64-128@6_k3v': (6, 64, 128, 3, 'VALID'),
-    'm1_3-16@32_k6': (32, 3, 16, 6, 'SAME'),
-    'm1_16-32@16_k6': (16, 16, 32, 6, 'SAME'),
-    'm1_32-64@8_k6': (8, 32, 64, 6, 'SAME'),
-    '3x3_32-64@16': (16, 32, 64, 3, 'SAME'),
-    '3x3_64-128@8': (8, 64, 128, 3, 'SAME'),
-    'exp11_3-64@32': (32, 3, 64, 3, 'SAME'),
-    'exp11_64-64@32': (32, 64, 64, 3, 'SAME'),
-    'exp11_64-128@16': (16, 64, 128, 3, 'SAME'),
-    'exp11_128-128@16': (16, 128, 128, 3, 'SAME'),
-    'exp11_128-256@8': (8, 128, 256, 3, 'SAME'),
-    'exp11_256-256@8': (8, 256, 256, 3, 'SAME'),
-    'exp11_256-512@4': (4, 256, 512, 3, 'SAME'),
-    'exp11_512-512@4': (4, 512, 512, 3, 'SAME'),
-}
+from shapes import SHAPES  # pylint: disable=g-import-not-at-top
+
 PROGRAMS = ('fwd', 'dx', 'dw', 'all')
 VARIANTS = ('xla', 'cifar_jax', 'onednn')
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')

@@ -1,15 +1,18 @@
-"""Whole train steps with oneDNN's convolutions against XLA's (model.conv_backend).
+"""Whole train steps with oneDNN's convolutions, and with 'tuned' ones, against XLA's
+(model.conv_backend).
 
     pip install -r requirements-onednn.txt  # oneDNN's library is compiled on first use
     python benchmarks/onednn/step_bench.py --configs=configs/exp0.py,configs/redes/m1.py \
         --out=benchmarks/onednn/steps.json
 
 Per config (random uint8 images, its train.batch_size or --batch_size), cifar_jax's jitted
-train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered twice in this process,
-from the config's state with conv_backend 'xla' (the default) and with 'onednn' (what
+train_step (built as benchmarks/xla_cpu_flags.py builds it) is lowered three times in this
+process, from the config's state with conv_backend 'xla' (the default), 'onednn' (what
 model.conv_backend='onednn' runs: every channels-last float32 convolution then runs forward
 and both gradients in oneDNN, on CIFAR_JAX_ONEDNN_THREADS OpenMP threads per call (default every
-core). Both run from the same state values on the same batch;
+core)) and 'tuned' (each part on the kernel that measured faster on this machine: its first
+lowering measures, or reads the choices cached by an earlier process; the JSON lists them). All
+run from the same state values on the same batch;
 timed interleaved, --reps rounds after two warm-ups, median seconds per step. Agreement: per
 parameter, the largest difference of the loss's gradient (the model on the batch, no
 augmentation, train mode) divided by the gradient's largest magnitude, the worst parameter
@@ -36,11 +39,13 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from bench import ONEDNN_CALL, load_onednn  # pylint: disable=g-import-not-at-top
+from cifar_jax.models import conv_tuning  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
 from cifar_jax.train import steps  # pylint: disable=g-import-not-at-top
 from config_file import load_config, random_step_inputs  # pylint: disable=g-import-not-at-top
 
-VARIANTS = {'cifar_jax': 'xla', 'onednn': 'onednn'}  # Name -> the state's conv_backend.
+# Name -> the state's conv_backend.
+VARIANTS = {'cifar_jax': 'xla', 'onednn': 'onednn', 'tuned': 'tuned'}
 
 
 def loss_and_grads(state, batch):
@@ -84,20 +89,22 @@ def bench_config(path: str, batch_size: int, reps: int) -> dict:
       jax.block_until_ready(step(states[name], batch))
       seconds[name].append(time.perf_counter() - start)
   del outputs
-  (ref_loss, ref_grads), (loss, grads) = (
+  (ref_loss, ref_grads), *others = (
       lower(loss_and_grads, states[name], batch)(states[name], batch) for name in VARIANTS)
-  # (A parameter whose gradient is exactly 0 on this batch, as one of airbench94's is, would
-  # divide 0 by 0: left out.)
-  grad_rel = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(a)))
-                 for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads))
-                 if np.max(np.abs(a)) > 0)
-  row = {'config': path, 'batch_size': n, 'onednn_custom_calls': calls['onednn'],
+  row = {'config': path, 'batch_size': n, 'custom_calls': calls,
          'onednn_threads': int(os.environ[onednn_conv.THREADS_ENV_VAR]),
-         'grad_max_rel_diff': grad_rel, 'loss': float(ref_loss),
-         'loss_diff': abs(float(ref_loss) - float(loss))}
+         'loss': float(ref_loss)}
+  for name, (loss, grads) in zip(list(VARIANTS)[1:], others):
+    # (A parameter whose gradient is exactly 0 on this batch, as one of airbench94's is, would
+    # divide 0 by 0: left out.)
+    row[f'{name}_grad_max_rel_diff'] = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(a)))
+        for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads))
+        if np.max(np.abs(a)) > 0)
+    row[f'{name}_loss_diff'] = abs(float(ref_loss) - float(loss))
   for name in compiled:
     row[name] = {'median_s': statistics.median(seconds[name]), 'min_s': min(seconds[name])}
-  row['speedup_onednn'] = row['cifar_jax']['median_s'] / row['onednn']['median_s']
+    row[f'speedup_{name}'] = row['cifar_jax']['median_s'] / row[name]['median_s']
   return row
 
 
@@ -113,17 +120,22 @@ def main():
   load_onednn()
   rows = []
   print(f"{'config':24} {'N':>4} {'calls':>5} {'cifar_jax ms':>12} {'onednn ms':>10} "
-        f"{'speedup':>7} {'grad rel diff':>13}")
+        f"{'tuned ms':>9} {'onednn x':>8} {'tuned x':>7} {'grad rel diff':>13}")
   for path in args.configs.split(','):
     row = bench_config(path, args.batch_size, args.reps)
     rows.append(row)
-    print(f"{path:24} {row['batch_size']:4} {row['onednn_custom_calls']:5} "
-          f"{1000 * row['cifar_jax']['median_s']:12.1f} {1000 * row['onednn']['median_s']:10.1f} "
-          f"{row['speedup_onednn']:7.2f} {row['grad_max_rel_diff']:13.1e}", flush=True)
+    ms = {name: f"{1000 * row[name]['median_s']:.1f}" for name in VARIANTS}
+    print(f"{path:24} {row['batch_size']:4} {row['custom_calls']['onednn']:5} "
+          f"{ms['cifar_jax']:>12} {ms['onednn']:>10} {ms['tuned']:>9} "
+          f"{row['speedup_onednn']:8.2f} {row['speedup_tuned']:7.2f} "
+          f"{max(row['onednn_grad_max_rel_diff'], row['tuned_grad_max_rel_diff']):13.1e}",
+          flush=True)
     if args.out:
       with open(args.out, 'w') as f:
+        # Every choice of the tuned steps (and of their weight gradients' forms) so far.
         json.dump({'cpu': host_cpu.describe(), 'onednn': onednn_conv.version(),
-                   'jax': jax.__version__, 'load_average_end': os.getloadavg(), 'rows': rows}, f, indent=1)
+                   'jax': jax.__version__, 'load_average_end': os.getloadavg(), 'rows': rows,
+                   'tuned_choices': conv_tuning.entries()}, f, indent=1)
 
 
 if __name__ == '__main__':

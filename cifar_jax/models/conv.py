@@ -27,9 +27,13 @@ and where the config leaves it '', the CIFAR_JAX_CONV_GRAD environment variable 
 when a convolution is traced and travels in its ConvSpec to the gradient, so a jitted function
 keeps the mode it was traced with.
 
-The backend: 'xla' (the default; all of the above) or 'onednn' (models/onednn_conv.py: oneDNN's
-forward and gradients for 2-D float32 convolutions in CPU programs, the forms above on other
-platforms). A run sets it from model.conv_backend; the train steps trace inside `backend(...)`.
+The backend: 'xla' (the default; all of the above), 'onednn' (models/onednn_conv.py: oneDNN's
+forward and gradients for 2-D float32 convolutions in CPU programs) or 'tuned' (per convolution
+problem, and per part of it: forward, input gradient, weight gradient, the faster of oneDNN's
+and the XLA forms above on this CPU, measured at first use and cached on disk like the weight
+gradient's 'tuned' mode: conv_tuning). Programs for other platforms get XLA's convolutions
+whatever the backend. A run sets it from model.conv_backend; the train steps trace inside
+`backend(...)`.
 """
 
 import contextlib
@@ -49,7 +53,7 @@ from cifar_jax.models import onednn_conv
 ENV_VAR = 'CIFAR_JAX_CONV_GRAD'
 MODES = ('auto', 'conv', 'matmul', 'tuned', 'xla')
 _scoped_mode = contextvars.ContextVar('conv_grad_mode', default='')
-BACKENDS = ('xla', 'onednn')
+BACKENDS = ('xla', 'onednn', 'tuned')
 _scoped_backend = contextvars.ContextVar('conv_backend', default='xla')
 
 # Rows (batch x output pixels) per matmul in a tap's contraction: it runs as a batched matmul
@@ -65,6 +69,9 @@ class ConvSpec(NamedTuple):
   precision: Any
   preferred_element_type: Any
   grad_mode: str = 'auto'  # mode() when the convolution was traced.
+  # Whose kernel each part (forward, input gradient, weight gradient) runs in CPU programs:
+  # 'xla' (the forms of this module) or 'onednn'.
+  cpu_kernels: tuple[str, str, str] = ('xla', 'xla', 'xla')
 
 
 def mode() -> str:
@@ -129,7 +136,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
   if reason is None:
     padding = explicit_padding(lhs.shape, rhs.shape, window_strides, padding)
   # oneDNN where asked for, on CPU (an accelerator host never loads it: XLA's convolutions).
-  onednn = (reason is None and current_backend() == 'onednn' and jax.default_backend() == 'cpu'
+  onednn = (reason is None and current_backend() != 'xla' and jax.default_backend() == 'cpu'
             and onednn_conv.covers(lhs, rhs, padding, preferred_element_type))
   if not onednn and reason is None and mode() == 'xla':
     reason = f'{ENV_VAR}=xla'
@@ -140,14 +147,12 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
   spec = ConvSpec(tuple(window_strides), padding, precision, preferred_element_type, mode())
-  if onednn:  # Programs for other platforms than CPU get this module's convolution.
-    return onednn_conv.conv(lhs, rhs, spec.strides, padding,
-                            otherwise=functools.partial(_conv_or_xla, spec))
+  if onednn:
+    onednn_conv.load()
+    kernels = (('onednn',) * 3 if current_backend() == 'onednn'
+               else tuned_cpu_kernels(spec, lhs, rhs))
+    spec = spec._replace(cpu_kernels=kernels)
   return _conv(spec, lhs, rhs)
-
-
-def _conv_or_xla(spec: ConvSpec, lhs, rhs):
-  return xla_conv(spec, lhs, rhs) if spec.grad_mode == 'xla' else _conv(spec, lhs, rhs)
 
 
 def fallback_reason(lhs, rhs, window_strides, lhs_dilation=None, rhs_dilation=None,
@@ -206,11 +211,15 @@ def xla_conv(spec: ConvSpec, lhs, rhs):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _conv(spec: ConvSpec, lhs, rhs):
-  return xla_conv(spec, lhs, rhs)
+  if spec.cpu_kernels[0] == 'xla':
+    return xla_conv(spec, lhs, rhs)
+  # Picked when the program is lowered, per platform, as the gradients below.
+  return lax.platform_dependent(lhs, rhs, cpu=functools.partial(_cpu_forward, spec),
+                                default=functools.partial(xla_conv, spec))
 
 
 def _conv_fwd(spec: ConvSpec, lhs, rhs):
-  return xla_conv(spec, lhs, rhs), (lhs, rhs)
+  return _conv(spec, lhs, rhs), (lhs, rhs)
 
 
 def _conv_bwd(spec: ConvSpec, residuals, dy):
@@ -230,9 +239,58 @@ def xla_grads(spec: ConvSpec, lhs, rhs, dy):
 
 
 def _cpu_grads(spec: ConvSpec, lhs, rhs, dy):
+  return _cpu_input_grad(spec, lhs, rhs, dy), _cpu_weight_grad(spec, lhs, rhs, dy)
+
+
+def _cpu_forward(spec: ConvSpec, lhs, rhs):
+  if spec.cpu_kernels[0] == 'onednn':
+    return onednn_conv.forward(lhs, rhs, spec.strides, spec.padding)
+  return xla_conv(spec, lhs, rhs)
+
+
+def _cpu_input_grad(spec: ConvSpec, lhs, rhs, dy):
+  if spec.cpu_kernels[1] == 'onednn':
+    return onednn_conv.input_grad(dy, rhs, lhs.shape, spec.strides, spec.padding)
+  if spec.grad_mode == 'xla':
+    return xla_grads(spec, lhs, rhs, dy)[0]
+  return conv_input_grad(dy, rhs, lhs.shape, spec).astype(lhs.dtype)
+
+
+def _cpu_weight_grad(spec: ConvSpec, lhs, rhs, dy):
+  if spec.cpu_kernels[2] == 'onednn':
+    return onednn_conv.weight_grad(lhs, dy, rhs.shape, spec.strides, spec.padding)
+  if spec.grad_mode == 'xla':
+    return xla_grads(spec, lhs, rhs, dy)[1]
   kernel_size = rhs.shape[:-2]
   dw = _bound_weight_grad(weight_grad_form(lhs, dy, kernel_size, spec), kernel_size, spec, lhs, dy)
-  return conv_input_grad(dy, rhs, lhs.shape, spec).astype(lhs.dtype), dw.astype(rhs.dtype)
+  return dw.astype(rhs.dtype)
+
+
+def tuned_cpu_kernels(spec: ConvSpec, lhs, rhs) -> tuple[str, str, str]:
+  """Backend 'tuned': per part (forward, input gradient, weight gradient), 'onednn' or 'xla',
+  whichever ran this problem faster on this CPU (conv_tuning: measured once, then cached). The
+  XLA side of a gradient is the form spec's mode gives it. oneDNN's version and threads are part
+  of the problem: either changes its speed."""
+  dy = jax.eval_shape(functools.partial(xla_conv, spec), lhs, rhs)
+  problem = (f'{conv_tuning.conv_problem(lhs, rhs, spec.strides, spec.padding, spec.precision)}, '
+             f'weight gradient mode {spec.grad_mode}, oneDNN {onednn_conv.version()} on '
+             f'{os.environ.get(onednn_conv.THREADS_ENV_VAR, "")} threads')
+
+  def form(part: str, kernels: str):
+    """The part as a function of its two operands (a gradient's other operand: zeros of its
+    shape, which it does not depend on), every part of spec on `kernels`."""
+    s = spec._replace(cpu_kernels=(kernels,) * 3)
+    if part == 'forward':
+      return functools.partial(_cpu_forward, s)
+    if part == 'input gradient':
+      return lambda dy, w: _cpu_input_grad(s, jnp.zeros(lhs.shape, lhs.dtype), w, dy)
+    return lambda x, dy: _cpu_weight_grad(s, x, jnp.zeros(rhs.shape, rhs.dtype), dy)
+
+  operands = {'forward': (lhs, rhs), 'input gradient': (dy, rhs), 'weight gradient': (lhs, dy)}
+  return tuple(conv_tuning.fastest(f'{part}: {problem}',
+                                   {kernels: form(part, kernels) for kernels in ('xla', 'onednn')},
+                                   *args)
+               for part, args in operands.items())
 
 
 def weight_grad_form(lhs, dy, kernel_size: Sequence[int], spec: ConvSpec) -> str:

@@ -77,11 +77,18 @@ def problem_key(lhs, dy, kernel_size, strides, padding, precision) -> str:
           f'padding {tuple(tuple(p) for p in padding)}, precision {precision}')
 
 
-def fastest(key: str, forms: Mapping[str, Callable], lhs, dy) -> str:
-  """The name of the fastest of `forms` (each `form(lhs, dy)`) for problem `key`.
+def conv_problem(lhs, rhs, strides, padding, precision) -> str:
+  """One line naming a convolution (models/conv.py's backend 'tuned' keys its parts on it)."""
+  return (f'conv lhs {tuple(lhs.shape)} {jnp.dtype(lhs.dtype).name}, rhs {tuple(rhs.shape)} '
+          f'{jnp.dtype(rhs.dtype).name}, strides {tuple(strides)}, '
+          f'padding {tuple(tuple(p) for p in padding)}, precision {precision}')
 
-  lhs and dy give only shapes and dtypes (tracers are fine): the process's memo, else the cache
-  file, else a measurement on random operands, which is then stored in both.
+
+def fastest(key: str, forms: Mapping[str, Callable], *operands) -> str:
+  """The name of the fastest of `forms` (each `form(*operands)`) for problem `key`.
+
+  The operands give only shapes and dtypes (tracers are fine): the process's memo, else the
+  cache file, else a measurement on random operands, which is then stored in both.
   """
   if key in _choices:
     return _choices[key]['form']
@@ -90,25 +97,25 @@ def fastest(key: str, forms: Mapping[str, Callable], lhs, dy) -> str:
   if isinstance(entry, dict) and entry.get('form') in forms:
     _choices[key] = entry
     return entry['form']
-  seconds = _measure(forms, lhs, dy)
+  seconds = _measure(forms, operands)
   choice = min(seconds, key=seconds.get)
   measured.append(key)
   _choices[key] = {'form': choice, 'seconds': seconds}
-  _log.info('weight gradient %s: %s -> %s', key,
+  _log.info('fastest form of %s: %s -> %s', key,
             ', '.join(f'{name} {1e3 * s:.2f} ms' for name, s in seconds.items()), choice)
   if path:
     _store(path, machine, key, _choices[key])
   return choice
 
 
-def _measure(forms: Mapping[str, Callable], lhs, dy) -> dict[str, float]:
-  """Least seconds per loop step of each form, on the CPU device (the platform it is for)."""
+def _measure(forms: Mapping[str, Callable], like) -> dict[str, float]:
+  """Least seconds per loop step of each form, on the CPU device (the platform it is for), on
+  random operands shaped `like`."""
   # The caller may be tracing (a custom VJP's backward pass): evaluate here, do not stage.
   with jax.ensure_compile_time_eval():
     cpu = jax.devices('cpu')[0]
     rng = np.random.default_rng(0)
-    operands = [jax.device_put(rng.standard_normal(x.shape).astype(x.dtype), cpu)
-                for x in (lhs, dy)]
+    operands = [jax.device_put(rng.standard_normal(x.shape).astype(x.dtype), cpu) for x in like]
     compiled = {name: jax.jit(_in_loop(form)).lower(*operands).compile()
                 for name, form in forms.items()}
     times = {name: [] for name in forms}
@@ -122,9 +129,9 @@ def _measure(forms: Mapping[str, Callable], lhs, dy) -> dict[str, float]:
 
 
 def _in_loop(form: Callable) -> Callable:
-  def looped(lhs, dy):
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(form, lhs, dy))
-    return lax.fori_loop(0, LOOP_STEPS, lambda _, acc: acc + form(lhs, dy), zeros)
+  def looped(*operands):
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(form, *operands))
+    return lax.fori_loop(0, LOOP_STEPS, lambda _, acc: acc + form(*operands), zeros)
   return looped
 
 

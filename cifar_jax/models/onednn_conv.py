@@ -5,9 +5,10 @@ that Keras/TensorFlow and PyTorch use on CPU (benchmarks/onednn/README.md: XLA's
 rewriter only exists in source builds with ENABLE_ONEDNN_ASYNC). onednn_conv.cc is three XLA FFI
 handlers over oneDNN's primitives; this module compiles it once per machine and versions (g++,
 against jax's FFI headers and the oneDNN of `requirements-onednn.txt`), registers the handlers
-for the CPU platform, and gives `conv`, a custom_vjp convolution over them. Config
+for the CPU platform, and gives `forward`, `input_grad` and `weight_grad` over them. Config
 model.conv_backend='onednn' (models/conv.py) sends every 2-D float32 channels-last convolution
-here; other platforms and dtypes keep XLA's.
+here, 'tuned' each of its three parts that measured faster here than XLA's; other platforms and
+dtypes keep XLA's.
 
 It computes the same convolutions to float32 rounding (~1e-6 relative, tests/test_onednn.py), not
 bit for bit: a ReLU or max-pool near-tie may then route a gradient differently, which training
@@ -21,7 +22,6 @@ threads (default: every core this process may use; see default_threads).
 """
 
 import ctypes
-import functools
 import hashlib
 import os
 import shutil
@@ -31,7 +31,6 @@ import tempfile
 import threading
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -146,47 +145,39 @@ def _built_library() -> str:
 # --- The convolution. -----------------------------------------------------------------------
 
 def covers(lhs, rhs, padding, preferred_element_type=None) -> bool:
-  """Whether `conv` takes this channels-last convolution (2-D, float32, explicit `padding` with
+  """Whether oneDNN takes this channels-last convolution (2-D, float32, explicit `padding` with
   no negative (cropping) side); else XLA's does."""
   return (lhs.ndim == 4 and rhs.ndim == 4 and lhs.dtype == jnp.float32
           and rhs.dtype == jnp.float32 and preferred_element_type in (None, jnp.float32)
           and all(side >= 0 for pair in padding for side in pair))
 
 
-def conv(lhs, rhs, strides, padding, otherwise):
-  """y = conv(lhs [N,H,W,C], rhs [KH,KW,C,O]) with explicit `padding` ((low, high) per dim):
-  oneDNN's forward and gradients in programs lowered for CPU, `otherwise(lhs, rhs)` (the same
-  convolution, differentiable) in programs for any other platform."""
-  load()
-  strides = tuple(int(s) for s in strides)
-  padding = tuple((int(low), int(high)) for low, high in padding)
-  return lax.platform_dependent(lhs, rhs, cpu=functools.partial(_conv, strides, padding),
-                                default=otherwise)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _conv(strides, padding, lhs, rhs):
-  return _forward(lhs, rhs, strides, padding)
-
-
-def _conv_fwd(strides, padding, lhs, rhs):
-  return _forward(lhs, rhs, strides, padding), (lhs, rhs)
-
-
-def _conv_bwd(strides, padding, residuals, dy):
-  lhs, rhs = residuals
-  return (_call('onednn_conv_bwd_data', lhs.shape, strides, padding, dy, rhs),
-          _call('onednn_conv_bwd_weights', rhs.shape, strides, padding, lhs, dy))
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-def _forward(lhs, rhs, strides, padding):
+def forward(lhs, rhs, strides, padding):
+  """y = conv(lhs [N,H,W,C], rhs [KH,KW,C,O]), `padding` explicit ((low, high) per dim), in
+  oneDNN: a custom call that only CPU programs can run (models/conv.py picks, per platform and
+  per part, where it runs)."""
+  strides, padding = _static(strides, padding)
   out_spatial = tuple((size + low + high - k) // s + 1 for size, k, s, (low, high)
                       in zip(lhs.shape[1:3], rhs.shape[:2], strides, padding))
   return _call('onednn_conv_fwd', (lhs.shape[0], *out_spatial, rhs.shape[3]), strides, padding,
                lhs, rhs)
+
+
+def input_grad(dy, rhs, lhs_shape, strides, padding):
+  """dL/dlhs of `forward` from dL/dy, in oneDNN."""
+  strides, padding = _static(strides, padding)
+  return _call('onednn_conv_bwd_data', lhs_shape, strides, padding, dy, rhs)
+
+
+def weight_grad(lhs, dy, rhs_shape, strides, padding):
+  """dL/drhs of `forward` from dL/dy, in oneDNN."""
+  strides, padding = _static(strides, padding)
+  return _call('onednn_conv_bwd_weights', rhs_shape, strides, padding, lhs, dy)
+
+
+def _static(strides, padding):
+  return (tuple(int(s) for s in strides),
+          tuple((int(low), int(high)) for low, high in padding))
 
 
 def _call(target: str, out_shape, strides, padding, a, b):

@@ -164,16 +164,16 @@ _MODELS_CHECKED = set()
 
 
 def _check_conv_backend(config) -> None:
-  """A known backend; 'onednn' on a CPU host builds and loads its library now (seconds, once per
-  machine), so that a missing oneDNN or compiler is one line before any work."""
+  """A known backend; 'onednn' or 'tuned' on a CPU host builds and loads oneDNN's library now
+  (seconds, once per machine), so that a missing oneDNN or compiler is one line before any work."""
   backend = config.model.get('conv_backend', 'xla')
   _require(backend in conv.BACKENDS,
            f'model.conv_backend={backend!r} is unknown; known: {list(conv.BACKENDS)}')
-  if backend == 'onednn' and jax.default_backend() == 'cpu':
+  if backend != 'xla' and jax.default_backend() == 'cpu':
     try:
       onednn_conv.load()
     except onednn_conv.Unavailable as e:
-      _require(False, f"model.conv_backend='onednn': {e}; or set model.conv_backend='xla'")
+      _require(False, f"model.conv_backend={backend!r}: {e}; or set model.conv_backend='xla'")
 
 
 def _check_model(config) -> None:

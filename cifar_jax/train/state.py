@@ -36,8 +36,9 @@ class TrainState(train_state.TrainState):
   # Static: the CPU convolutions' weight-gradient form (config model.conv_grad, models/conv.py's
   # modes); '' leaves $CIFAR_JAX_CONV_GRAD's, else 'auto'. Speed only: same values to rounding.
   conv_grad: str = flax.struct.field(pytree_node=False, default='')
-  # Static: whose convolution kernels CPU programs run (config model.conv_backend): 'xla' or
-  # 'onednn' (models/onednn_conv.py). Speed only: the same values to float32 rounding.
+  # Static: whose convolution kernels CPU programs run (config model.conv_backend): 'xla',
+  # 'onednn' (models/onednn_conv.py) or 'tuned' (per part, models/conv.py). Speed only: the same
+  # values to float32 rounding.
   conv_backend: str = flax.struct.field(pytree_node=False, default='xla')
 
   @contextlib.contextmanager
