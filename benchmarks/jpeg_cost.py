@@ -18,7 +18,10 @@ point), so the aligned PSNR also confirms the copy's quality, while the shifted 
 about as much as a first encoding does (`make` prints both PSNRs). Training and testing on the
 twice-encoded copy, against the same config's records on the copy, gives the accuracy one
 quality-75 round costs that model, to within the seeds' spread (the second round acts on images
-already smoothed once, so if anything it underestimates the first).
+already smoothed once, so if anything it underestimates the first). `compare` also pairs the
+seeds run on both copies (same initial weights and batch order) and gives the mean difference of
+their accuracy curves over the epochs both ran: where early stopping fires at different epochs
+(arquitecturas/a2), that says more than the test accuracies do.
 """
 
 import argparse
@@ -124,7 +127,31 @@ def compare(config: str, records_dir: str, variant_dir: str) -> dict:
       'twice_encoded': two,
       'cost_of_one_round_points': round(difference, 2),
       'standard_error_points': round(math.sqrt(sum(spread)), 2) if len(spread) == 2 else None,
+      'paired_curves': paired_curves(base, twice),
   }
+
+
+CURVES = ('accuracy', 'val_accuracy')
+
+
+def paired_curves(base: list[dict], twice: list[dict]) -> dict:
+  """Per seed run on both copies (the same initial weights and batch order), the mean over the
+  epochs both ran of each accuracy curve, copy minus twice-encoded copy, in points. Unlike the
+  test accuracies, this does not depend on when each run's early stopping fired, which for a
+  model like arquitecturas/a2 moves the test accuracy by more than the data does."""
+  by_seed = {r['seed']: r for r in twice}
+  out = {}
+  for record in sorted(base, key=lambda r: r['seed']):
+    other = by_seed.get(record['seed'])
+    if other is None:
+      continue
+    epochs = min(len(record['history']['epoch']), len(other['history']['epoch']))
+    out[str(record['seed'])] = {'epochs': epochs, **{
+        f'{curve}_points': round(100 * statistics.mean(
+            a - b for a, b in zip(record['history'][curve][:epochs],
+                                  other['history'][curve][:epochs])), 2)
+        for curve in CURVES}}
+  return out
 
 
 def main(argv) -> int:

@@ -26,7 +26,6 @@ alike); the median and fastest seconds per call. Agreement: the largest absolute
 from the xla variant, and that divided by the largest |xla| value, per output.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -47,7 +46,7 @@ from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import conv as cifar_conv  # pylint: disable=g-import-not-at-top
 from cifar_jax.models import onednn_conv  # pylint: disable=g-import-not-at-top
 
-from shapes import SHAPES  # pylint: disable=g-import-not-at-top
+from shapes import SHAPES, parse_args  # pylint: disable=g-import-not-at-top
 
 PROGRAMS = ('fwd', 'dx', 'dw', 'all')
 VARIANTS = ('xla', 'cifar_jax', 'onednn')
@@ -150,17 +149,7 @@ def load_onednn():
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--shapes', default='all')
-  parser.add_argument('--batches', default='64,128')
-  parser.add_argument('--reps', type=int, default=5)
-  parser.add_argument('--out', default='')
-  args = parser.parse_args()
-  shapes = list(SHAPES) if args.shapes == 'all' else args.shapes.split(',')
-  unknown = [s for s in shapes if s not in SHAPES]
-  if unknown:
-    print(f'error: unknown --shapes {unknown}; known: {list(SHAPES)}', file=sys.stderr)
-    sys.exit(2)
+  args, shapes = parse_args(__doc__.split('\n')[0])
   load_onednn()
   header = {'cpu': host_cpu.describe(), 'cores': os.cpu_count(), 'onednn': onednn_conv.version(),
             'onednn_threads': int(os.environ[onednn_conv.THREADS_ENV_VAR]),

@@ -1,5 +1,9 @@
 """The convolution layer shapes the oneDNN benchmarks time (bench.py; tf_convs.py, in
-TensorFlow's venv): data only, so either interpreter imports it."""
+TensorFlow's venv) and their shared command line: no jax or TensorFlow, so either interpreter
+imports it."""
+
+import argparse
+import sys
 
 # name -> (spatial size, Cin, Cout, kernel, padding): every convolution of exp0, p2cnn/exp1,
 # redes/m1, redes/m2 and m3 (m2's first, then the two 3x3 shapes) and exp11 (3x3 SAME blocks 64,
@@ -24,3 +28,20 @@ SHAPES = {
     'exp11_256-512@4': (4, 256, 512, 3, 'SAME'),
     'exp11_512-512@4': (4, 512, 512, 3, 'SAME'),
 }
+
+
+def parse_args(description: str):
+  """(args, the shape names asked for): --shapes (names or 'all'), --batches, --reps, --out. An
+  unknown shape is one error line and exit 2."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--shapes', default='all')
+  parser.add_argument('--batches', default='64,128')
+  parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  shapes = list(SHAPES) if args.shapes == 'all' else args.shapes.split(',')
+  unknown = [s for s in shapes if s not in SHAPES]
+  if unknown:
+    print(f'error: unknown --shapes {unknown}; known: {list(SHAPES)}', file=sys.stderr)
+    sys.exit(2)
+  return args, shapes

@@ -11,7 +11,6 @@ every program in turn; the median and fastest seconds per call. Run it right aft
 (or before), on a quiet machine: only times taken side by side compare.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -23,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cifar_jax import host_cpu  # pylint: disable=g-import-not-at-top  (pure Python; sets only env)
-from shapes import SHAPES  # pylint: disable=g-import-not-at-top
+from shapes import SHAPES, parse_args  # pylint: disable=g-import-not-at-top
 
 
 def bench_shape(tf, name: str, batch: int, reps: int) -> dict:
@@ -59,17 +58,7 @@ def bench_shape(tf, name: str, batch: int, reps: int) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--shapes', default='all')
-  parser.add_argument('--batches', default='64,128')
-  parser.add_argument('--reps', type=int, default=5)
-  parser.add_argument('--out', default='')
-  args = parser.parse_args()
-  shapes = list(SHAPES) if args.shapes == 'all' else args.shapes.split(',')
-  unknown = [s for s in shapes if s not in SHAPES]
-  if unknown:
-    print(f'error: unknown --shapes {unknown}; known: {list(SHAPES)}', file=sys.stderr)
-    sys.exit(2)
+  args, shapes = parse_args(__doc__.split('\n')[0])
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after the checks: seconds)
   header = {'cpu': host_cpu.describe(), 'cores': os.cpu_count(),
             'tensorflow': tf.__version__, 'reps': args.reps, 'load_average_start': os.getloadavg()}
