@@ -7,8 +7,8 @@
 # Two venvs under .venv-bench/, because tensorflow-cpu 2.21.0 needs h5py<3.15 and requirements.txt
 # pins 3.16.0 (see requirements-bench.txt):
 #   .venv-bench/jax  requirements-test.txt as pinned, plus requirements-onednn.txt (oneDNN's
-#                    convolutions, compiled with g++ on first use): the cifar_jax, cifar_jax_onednn
-#                    and Keras/jax runs;
+#                    convolutions, compiled with g++ on first use): the cifar_jax, cifar_jax_onednn,
+#                    cifar_jax_tuned and Keras/jax runs;
 #   .venv-bench/tf   the same pins less h5py, plus requirements-bench.txt: the Keras/TF runs.
 # BENCH_PYTHON / BENCH_TF_PYTHON: use these interpreters instead (nothing is installed then).
 set -euo pipefail

@@ -9,9 +9,10 @@ augmentation.
 
 Per (framework, config), each in a process of its own (Keras's backend is fixed at import, and
 each process's peak RSS is its own). cifar_jax_onednn is the cifar_jax child with
-model.conv_backend='onednn' (cifar_jax/models/onednn_conv.py); cifar_jax runs 'xla', whatever the
-config says. Where oneDNN's convolutions cannot run (no oneDNN, no g++, not a CPU host), that child
-records status 'skipped' and the reason instead of numbers:
+model.conv_backend='onednn' (cifar_jax/models/onednn_conv.py), cifar_jax_tuned with 'tuned' (each
+convolution's parts on oneDNN or XLA, whichever measured faster here: its row lists the choices);
+cifar_jax runs 'xla', whatever the config says. Where oneDNN's convolutions cannot run (no oneDNN,
+no g++, not a CPU host), those children record status 'skipped' and the reason instead of numbers:
 
 * train step: the jitted `cifar_jax.train.train_step` (with the config's on-device augmentation)
   on one fixed batch of the config's batch size, or a Keras `fit` on rescaled arrays timed per
@@ -73,14 +74,16 @@ import json_out  # This folder's --out writer (local or gs://).
 from config_file import load_config as read_config_file, use_conv_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ('cifar_jax', 'cifar_jax_onednn', 'keras_jax', 'keras_tf')
+FRAMEWORKS = ('cifar_jax', 'cifar_jax_onednn', 'cifar_jax_tuned', 'keras_jax', 'keras_tf')
 KERAS_BACKENDS = {'keras_jax': 'jax', 'keras_tf': 'tensorflow'}
 # The cifar_jax children: the same code path, each with its model.conv_backend.
-CONV_BACKENDS = {'cifar_jax': 'xla', 'cifar_jax_onednn': 'onednn'}
+CONV_BACKENDS = {'cifar_jax': 'xla', 'cifar_jax_onednn': 'onednn', 'cifar_jax_tuned': 'tuned'}
 # The summary's throughput ratios: key -> (whose, over whom). The cifar_jax row is cifar_jax with
 # XLA's convolutions, so onednn_speedup['cifar_jax'] is oneDNN's convolutions over XLA's.
 SPEEDUPS = {'speedup': ('cifar_jax', ('keras_jax', 'keras_tf')),
-            'onednn_speedup': ('cifar_jax_onednn', ('cifar_jax', 'keras_jax', 'keras_tf'))}
+            'onednn_speedup': ('cifar_jax_onednn', ('cifar_jax', 'keras_jax', 'keras_tf')),
+            'tuned_speedup': ('cifar_jax_tuned', ('cifar_jax', 'cifar_jax_onednn', 'keras_jax',
+                                                  'keras_tf'))}
 DEFAULT_CONFIGS = ('configs/redes/m1.py', 'configs/p2cnn/exp1.py', 'configs/exp0.py',
                    'configs/exp8b.py', 'configs/exp11.py', 'configs/proyecto4/exp10.py')
 # Small enough on a 2-core CPU for real full epochs (about a minute each or less).
@@ -576,6 +579,9 @@ def measure(framework: str, config_path: str, data_dir: str, plan: Plan) -> dict
   full = full_epoch_shape(config, splits)
   if framework in CONV_BACKENDS:
     row = measure_cifar_jax(config, splits, full, plan)
+    if CONV_BACKENDS[framework] == 'tuned':
+      from cifar_jax.models import conv_tuning  # pylint: disable=g-import-not-at-top
+      row['conv_choices'] = conv_tuning.choices()
   else:
     row = measure_keras(config, KERAS_BACKENDS[framework], splits, full, plan)
   return {'framework': framework, 'config': config_path, 'status': 'ok', **row,
@@ -707,7 +713,8 @@ def cell(value, width: int, digits: int = 1, scale: float = 1.0) -> str:
 def format_table(summary: list, loaded: bool) -> str:
   header = (f'{"config":18s} {"framework":16s} {"step img/s":>10s} {"GFLOP/s":>8s} {"%peak":>6s} '
             f'{"epoch s":>8s} {"kind":>6s} {"compile s":>9s} {"RSS MiB":>8s} '
-            f'{"step x":>7s} {"epoch x":>7s} {"1dnn st x":>9s} {"1dnn ep x":>9s}')
+            f'{"step x":>7s} {"epoch x":>7s} {"1dnn st x":>9s} {"1dnn ep x":>9s} '
+            f'{"tuned st x":>10s} {"tuned ep x":>10s}')
   lines = [header, '-' * len(header)]
   for entry in summary:
     for framework, row in entry['frameworks'].items():
@@ -718,6 +725,7 @@ def format_table(summary: list, loaded: bool) -> str:
         continue
       speedup = entry['speedup'].get(framework, {})
       onednn = entry['onednn_speedup'].get(framework, {})
+      tuned = entry['tuned_speedup'].get(framework, {})
       lines.append(
           f'{name:18s} {framework:16s} {cell(row["step_images_per_second"], 10)} '
           f'{cell(row.get("achieved_flops_per_second"), 8, scale=1e-9)} '
@@ -726,11 +734,12 @@ def format_table(summary: list, loaded: bool) -> str:
           f'{"full" if row["epoch_mode"] == "full" else "extrap":>6s} '
           f'{cell(row["compile_seconds"], 9)} {cell(row["peak_rss_mib"], 8, 0)} '
           f'{cell(speedup.get("train_step"), 7, 2)} {cell(speedup.get("epoch"), 7, 2)} '
-          f'{cell(onednn.get("train_step"), 9, 2)} {cell(onednn.get("epoch"), 9, 2)}')
+          f'{cell(onednn.get("train_step"), 9, 2)} {cell(onednn.get("epoch"), 9, 2)} '
+          f'{cell(tuned.get("train_step"), 10, 2)} {cell(tuned.get("epoch"), 10, 2)}')
   lines.append('step x / epoch x: cifar_jax images/s over that framework\'s (> 1: cifar_jax '
                'faster); 1dnn st x / 1dnn ep x: the same for cifar_jax_onednn\n(on the '
-               'cifar_jax row: oneDNN\'s convolutions over XLA\'s); kind "extrap": a subset '
-               'epoch extrapolated to a full one.')
+               'cifar_jax row: oneDNN\'s convolutions over XLA\'s), tuned st x / tuned ep x for '
+               'cifar_jax_tuned; kind "extrap": a subset\nepoch extrapolated to a full one.')
   if loaded:
     lines.append('LOADED: other work shared the cores during this run (see load_average).')
   return '\n'.join(lines)
@@ -764,8 +773,8 @@ def parse_args(argv=None):
   parser.add_argument('--configs', default=','.join(DEFAULT_CONFIGS),
                       help="comma-separated config files, or short names: 'redes/m1,exp11'")
   parser.add_argument('--frameworks', default=','.join(FRAMEWORKS),
-                      help=f'comma-separated, of {",".join(FRAMEWORKS)} (cifar_jax_onednn is '
-                      'skipped where oneDNN cannot load)')
+                      help=f'comma-separated, of {",".join(FRAMEWORKS)} (cifar_jax_onednn and '
+                      'cifar_jax_tuned are skipped where oneDNN cannot load)')
   parser.add_argument('--data_dir', default='', help="CIFAR-10 folder (the config's data.dir)")
   parser.add_argument('--out', default='benchmarks/results/suite.json')
   parser.add_argument('--step_reps', type=int, default=5, help='timed train steps, at most')

@@ -1,5 +1,5 @@
-"""benchmarks/suite.py end to end, cifar_jax (XLA's and oneDNN's convolutions) only, on the tiny
-config and synthetic data."""
+"""benchmarks/suite.py end to end, cifar_jax (XLA's, oneDNN's and tuned convolutions) only, on
+the tiny config and synthetic data."""
 
 import json
 import math
@@ -13,6 +13,8 @@ sys.path.insert(0, str(REPO / 'benchmarks'))
 
 import json_out  # pylint: disable=g-import-not-at-top
 import suite  # pylint: disable=g-import-not-at-top
+
+from cifar_jax.models import conv_tuning  # pylint: disable=g-import-not-at-top
 
 
 def positive(value) -> bool:
@@ -44,8 +46,10 @@ def assert_measured(row: dict, framework: str) -> None:
   assert epoch['full_epoch_seconds'] >= epoch['median_epoch_seconds']
 
 
-def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
-  results = run_quick_suite('cifar_jax,cifar_jax_onednn', synthetic_dir, tmp_path / 'suite.json')
+def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv(conv_tuning.CACHE_ENV_VAR, str(tmp_path / 'choices.json'))
+  results = run_quick_suite('cifar_jax,cifar_jax_onednn,cifar_jax_tuned', synthetic_dir,
+                            tmp_path / 'suite.json')
 
   assert results['schema'] == suite.SCHEMA
   assert len(results['machine']['load_average_start']) == 3
@@ -54,9 +58,15 @@ def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
   assert results['machine']['commit'] == head  # Which code the numbers measured.
   assert isinstance(results['machine']['dirty'], bool)
   assert positive(results['matmul_peak']['peak_flops_per_second'])
-  xla, onednn = results['results']
+  xla, onednn, tuned = results['results']
   assert_measured(xla, 'cifar_jax')
   assert_measured(onednn, 'cifar_jax_onednn')
+  assert_measured(tuned, 'cifar_jax_tuned')
+  # tiny_config's one convolution: a kernel chosen for each of its three parts (per batch shape
+  # the child traced: train step, epoch, evaluation).
+  assert {key.split(':')[0] for key in tuned['conv_choices']
+          if key.startswith(('forward', 'input', 'weight'))} == {
+              'forward', 'input gradient', 'weight gradient'}
   # The cifar_jax children run glibc's malloc as launch.py gives it them (--huge_pages default).
   tunables = json_out.glibc_tunables_with_huge_pages(os.environ)
   assert xla['glibc_tunables'] == (tunables or os.environ.get('GLIBC_TUNABLES', ''))
@@ -64,7 +74,7 @@ def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
   assert 'onednn_version' not in xla
   assert onednn['onednn_version']  # oneDNN's version and commit.
   (summary,) = results['summary']
-  for framework in ('cifar_jax', 'cifar_jax_onednn'):
+  for framework in ('cifar_jax', 'cifar_jax_onednn', 'cifar_jax_tuned'):
     ours = summary['frameworks'][framework]
     assert positive(ours['achieved_flops_per_second'])
     assert 0 < ours['fraction_of_peak'] < 10  # Roughly a fraction (tiny matmuls make a low peak).
@@ -73,6 +83,7 @@ def test_quick_suite_writes_the_expected_json(synthetic_dir, tmp_path):
   (ratios,) = summary['onednn_speedup'].values()
   assert summary['onednn_speedup'].keys() == {'cifar_jax'}
   assert positive(ratios['train_step']) and positive(ratios['epoch'])
+  assert summary['tuned_speedup'].keys() == {'cifar_jax', 'cifar_jax_onednn'}
 
 
 def test_onednn_that_cannot_load_is_a_skip_not_an_error(synthetic_dir, tmp_path, monkeypatch,
@@ -102,7 +113,8 @@ def fake_row(framework: str, images_per_second: float, epoch_seconds: float) -> 
 
 def test_summary_ratios_of_both_cifar_jax_backends():
   rows = [fake_row('cifar_jax', 300.0, 20.0), fake_row('cifar_jax_onednn', 600.0, 12.0),
-          fake_row('keras_jax', 200.0, 30.0), fake_row('keras_tf', 1200.0, 6.0)]
+          fake_row('cifar_jax_tuned', 900.0, 10.0), fake_row('keras_jax', 200.0, 30.0),
+          fake_row('keras_tf', 1200.0, 6.0)]
   (entry,) = suite.summarize(rows, peak=None)
 
   # Throughput over the other's: step images/s, and epoch seconds the other way round.
@@ -111,9 +123,11 @@ def test_summary_ratios_of_both_cifar_jax_backends():
   assert entry['onednn_speedup'] == {'cifar_jax': {'train_step': 2.0, 'epoch': 20.0 / 12.0},
                                      'keras_jax': {'train_step': 3.0, 'epoch': 2.5},
                                      'keras_tf': {'train_step': 0.5, 'epoch': 0.5}}
+  assert entry['tuned_speedup']['cifar_jax_onednn'] == {'train_step': 1.5, 'epoch': 1.2}
   table = suite.format_table([entry], loaded=False)
   (cifar_jax_line,) = [line for line in table.splitlines() if line.split()[1:2] == ['cifar_jax']]
-  assert cifar_jax_line.split()[-2:] == ['2.00', '1.67']  # oneDNN over XLA, step and epoch.
+  # oneDNN over XLA, then tuned over XLA, step and epoch.
+  assert cifar_jax_line.split()[-4:] == ['2.00', '1.67', '3.00', '2.00']
 
 
 def test_subset_epoch_extrapolates_training_and_validation_apart():
