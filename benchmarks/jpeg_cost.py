@@ -142,15 +142,11 @@ def paired_curves(base: list[dict], twice: list[dict]) -> dict:
   by_seed = {r['seed']: r for r in twice}
   out = {}
   for record in sorted(base, key=lambda r: r['seed']):
-    other = by_seed.get(record['seed'])
-    if other is None:
-      continue
-    epochs = min(len(record['history']['epoch']), len(other['history']['epoch']))
-    out[str(record['seed'])] = {'epochs': epochs, **{
-        f'{curve}_points': round(100 * statistics.mean(
-            a - b for a, b in zip(record['history'][curve][:epochs],
-                                  other['history'][curve][:epochs])), 2)
-        for curve in CURVES}}
+    if record['seed'] in by_seed:
+      gaps = records_lib.history_difference(record['history'], by_seed[record['seed']]['history'],
+                                            CURVES)
+      out[str(record['seed'])] = {'epochs': gaps['epochs'], **{
+          f'{curve}_points': round(100 * gaps[curve], 2) for curve in CURVES}}
   return out
 
 

@@ -141,10 +141,8 @@ CURVES = ('loss', 'accuracy', 'val_loss', 'val_accuracy')
 def curve_differences(history: dict, record: dict) -> dict:
   """Mean absolute difference of each History column between Keras's run and a record, over
   the epochs both ran."""
-  common = min(len(history['loss']), len(record['history']['loss']))
-  return {'epochs': common, **{key: statistics.mean(
-      abs(a - b) for a, b in zip(history[key][:common], record['history'][key][:common]))
-      for key in CURVES if key in history and key in record['history']}}
+  from cifar_jax.report import records as records_lib  # pylint: disable=g-import-not-at-top
+  return records_lib.history_difference(history, record['history'], CURVES, absolute=True)
 
 
 def records_side_by_side(config, history: dict, results_dir: str, checksum: str) -> dict:

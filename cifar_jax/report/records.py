@@ -278,6 +278,19 @@ def _history(rows: Sequence[dict[str, Any]]) -> dict[str, list]:
   return columns
 
 
+def history_difference(a: dict[str, list], b: dict[str, list], keys: Iterable[str],
+                       absolute: bool = False) -> dict[str, Any]:
+  """Two runs' histories (record['history'], or a Keras History's dict) compared over the epochs
+  both ran: {'epochs': n, key: mean of a - b (or |a - b|)} for each of `keys` both have."""
+  keys = [key for key in keys if key in a and key in b]
+  epochs = min((len(history[key]) for history in (a, b) for key in keys), default=0)
+  out: dict[str, Any] = {'epochs': epochs}
+  for key in keys:
+    gaps = [x - y for x, y in zip(a[key][:epochs], b[key][:epochs])]
+    out[key] = sum(abs(g) if absolute else g for g in gaps) / epochs if epochs else None
+  return out
+
+
 def _round(value, digits: int):
   value = float(value)
   return value if not math.isfinite(value) else float(f'{value:.{digits}g}')
