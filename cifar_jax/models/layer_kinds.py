@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from cifar_jax.models import conv
 from cifar_jax.models import dense
+from cifar_jax.models import dropout
 from cifar_jax.models import pooling
 
 # Keras initializer names -> flax initializers (same variance-scaling maths, incl. the
@@ -412,7 +413,7 @@ class Dropout(Layer):
   rate: float
 
   def __call__(self, ctx, x):
-    return nn.Dropout(self.rate, deterministic=not ctx.train, name=ctx.name)(x)
+    return dropout.Dropout(self.rate, deterministic=not ctx.train, name=ctx.name)(x)
 
 
 @register('flatten')
