@@ -15,7 +15,7 @@ fusing the hash into the consumers again), so each element is drawn once, in one
 and read by the mask's users (one byte per element: the mask, not the 4-byte words). Train steps,
 flax's Dropout -> this one, the same states bit for bit (`python benchmarks/dropout_bits.py`,
 2-core Xeon, oneDNN convolutions): redes/m2 191 -> 174 ms (1.10x), arquitecturas/a2 1.18x,
-m3, exp4 and proyecto4/exp1 1.04-1.07x; with XLA's convolutions 1.00-1.12x.
+exp11 1.09x, m3, exp4 and proyecto4/exp1 1.04-1.07x; with XLA's convolutions 1.00-1.12x.
 
 Other platforms keep flax's own computation (`lax.platform_dependent`; GPUs have a threefry
 kernel of their own), as do keys of another PRNG implementation and jax's non-partitionable
