@@ -61,13 +61,25 @@ def test_edge_cases_follow_flax(rate, deterministic):
       nn.Dropout(rate, deterministic=deterministic).apply({}, x, rngs={'dropout': key}))
 
 
-def test_other_prng_implementations_fall_back_to_flax():
-  key = jax.random.key(5, impl='rbg')
-  assert not dropout.reproduces_jax_draws(key)
-  x = jax.random.normal(jax.random.key(3), (16, 9))
+def _assert_same_as_flax(x, key):
   np.testing.assert_array_equal(
       dropout.Dropout(0.5).apply({}, x, rngs={'dropout': key}),
       nn.Dropout(0.5, deterministic=False).apply({}, x, rngs={'dropout': key}))
+
+
+def test_other_prng_implementations_fall_back_to_flax():
+  key = jax.random.key(5, impl='rbg')
+  assert not dropout.reproduces_jax_draws(key)
+  _assert_same_as_flax(jax.random.normal(jax.random.key(3), (16, 9)), key)
+
+
+def test_64_bit_mode_falls_back_to_flax():
+  # jax.random.bernoulli then draws float64s from 64-bit words: other bits than these.
+  with jax.enable_x64(True):
+    key = jax.random.key(5)
+    assert not dropout.reproduces_jax_draws(key)
+    _assert_same_as_flax(jax.random.normal(jax.random.key(3), (16, 9)), key)
+  assert dropout.reproduces_jax_draws(jax.random.key(5))
 
 
 def _computations(hlo: str) -> dict:

@@ -18,8 +18,8 @@ flax's Dropout -> this one, the same states bit for bit (`python benchmarks/drop
 exp11 1.09x, m3, exp4 and proyecto4/exp1 1.04-1.07x; with XLA's convolutions 1.00-1.12x.
 
 Other platforms keep flax's own computation (`lax.platform_dependent`; GPUs have a threefry
-kernel of their own), as do keys of another PRNG implementation and jax's non-partitionable
-threefry mode, whose bits this does not reproduce.
+kernel of their own), as do keys of another PRNG implementation, jax's non-partitionable
+threefry mode and 64-bit mode, whose draws this does not reproduce.
 """
 
 import math
@@ -62,7 +62,9 @@ def reproduces_jax_draws(key) -> bool:
     impl = str(jax.random.key_impl(key))
   else:
     impl = jax.config.jax_default_prng_impl
-  return impl == 'threefry2x32' and bool(jax.config.jax_threefry_partitionable)
+  # With 64-bit types on, jax.random.bernoulli draws a float64 from 64 random bits.
+  return (impl == 'threefry2x32' and bool(jax.config.jax_threefry_partitionable)
+          and not jax.config.jax_enable_x64)
 
 
 def random_bits(key, positions):
