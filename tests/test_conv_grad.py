@@ -216,11 +216,12 @@ def _model_loss_and_grads(config, seed=0):
 def test_model_gradients_match_plain_conv(config, mode, monkeypatch):
   monkeypatch.setenv(conv.ENV_VAR, 'xla')
   (loss, grads), jaxpr = _model_loss_and_grads(config)
-  assert 'platform_index' not in jaxpr
+  # (Dropout layers pick their mask's computation by platform too.)
+  platform_choices = jaxpr.count('platform_index')
   monkeypatch.setenv(conv.ENV_VAR, mode)
   (loss_custom, grads_custom), jaxpr = _model_loss_and_grads(config)
   # The layer stack's nn.Conv uses conv.conv_general_dilated: its backward picks by platform.
-  assert 'platform_index' in jaxpr
+  assert jaxpr.count('platform_index') > platform_choices
   np.testing.assert_allclose(loss_custom, loss, rtol=1e-6)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g_custom = dict(jax.tree_util.tree_leaves_with_path(grads_custom))[path]
