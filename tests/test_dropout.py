@@ -113,3 +113,16 @@ def test_xla_cpu_hashes_once_in_a_loop_where_flax_rehashes_per_consumer():
   assert re.search(rf'while\(.*body=%{re.escape(caller)},', '\n'.join(ours.values())), (
       'the hash is not in a loop: XLA may fuse it into every consumer of the bits')
   assert not _hashing(computations(nn.Dropout(0.5, deterministic=False)))
+
+
+def test_vmapped_over_keys_equals_flax():
+  # config.num_seeds vmaps the train step over the replicas' keys.
+  x = jax.random.normal(jax.random.key(0), (3, 16, 8))
+  keys = jax.random.split(jax.random.PRNGKey(1), 3)
+
+  def replicas(module):
+    return jax.jit(jax.vmap(lambda x, k: module.apply({}, x, rngs={'dropout': k})))(x, keys)
+
+  ours = replicas(dropout.Dropout(0.5))
+  np.testing.assert_array_equal(ours, replicas(nn.Dropout(0.5, deterministic=False)))
+  assert not np.array_equal(ours[0] == 0, ours[1] == 0)  # each replica its own mask
