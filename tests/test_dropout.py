@@ -97,7 +97,8 @@ def test_xla_cpu_hashes_once_in_a_loop_where_flax_rehashes_per_consumer():
   # four times per element. Flax's bits come from a rolled loop (four rounds a trip); an
   # unrolled hash XLA fuses into each consumer. Here the hash is one computation, a two-trip
   # loop's body: computed once and stored.
-  x = jax.random.normal(jax.random.key(3), (8, 8, 8, 4))
+  cpu = jax.devices('cpu')[0]  # (On a GPU host too: the CPU program is the one in question.)
+  x = jax.device_put(jax.random.normal(jax.random.key(3), (8, 8, 8, 4)), cpu)
 
   def loss(x, key, module):
     y = module.apply({}, pooling.max_pool(x, (2, 2), (2, 2), 'VALID'), rngs={'dropout': key})
@@ -105,7 +106,8 @@ def test_xla_cpu_hashes_once_in_a_loop_where_flax_rehashes_per_consumer():
 
   def computations(module):
     grad = jax.jit(jax.grad(loss), static_argnums=2)
-    return _computations(grad.lower(x, jax.random.key(1), module).compile().as_text())
+    key = jax.device_put(jax.random.key(1), cpu)
+    return _computations(grad.lower(x, key, module).compile().as_text())
 
   ours = computations(dropout.Dropout(0.5))
   [hashing] = _hashing(ours)
