@@ -1,6 +1,7 @@
 """cifar_jax's Dropout equals flax's bit for bit, and its hash is computed once on CPU."""
 
 import re
+import types
 
 import flax.linen as nn
 import jax
@@ -8,8 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import cifar_jax.models
 from cifar_jax.models import dropout
+from cifar_jax.models import layer_kinds
 from cifar_jax.models import pooling
+from configs import layers as L
+from tests import tiny_config
 
 
 @pytest.mark.parametrize('make_key', [jax.random.PRNGKey, jax.random.key])
@@ -128,3 +133,27 @@ def test_vmapped_over_keys_equals_flax():
   ours = replicas(dropout.Dropout(0.5))
   np.testing.assert_array_equal(ours, replicas(nn.Dropout(0.5, deterministic=False)))
   assert not np.array_equal(ours[0] == 0, ours[1] == 0)  # each replica its own mask
+
+
+def test_a_model_trains_as_with_flax_dropout(monkeypatch):
+  # In a model the layer's key comes from its name and scope (make_rng): the same as flax's
+  # Dropout under that name, so a model's outputs and gradients are flax's bit for bit.
+  config = tiny_config.get_config()
+  config.model.layers = (*config.model.layers[:-1], L.dropout(0.5), config.model.layers[-1])
+  images = jax.random.uniform(jax.random.key(0), (8, *config.model.input_shape))
+  model = cifar_jax.models.create_model(config.model)
+  variables = jax.jit(lambda: model.init(jax.random.key(1), images, train=False))()
+
+  def outputs_and_gradients():
+    def loss(params):
+      logits, _ = model.apply({**variables, 'params': params}, images, train=True,
+                              rngs={'dropout': jax.random.PRNGKey(2)},
+                              mutable=['batch_stats', 'losses'])
+      return jnp.sum(logits ** 2), logits
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
+
+  ours = outputs_and_gradients()
+  monkeypatch.setattr(layer_kinds, 'dropout', types.SimpleNamespace(Dropout=nn.Dropout))
+  flax = outputs_and_gradients()
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax)):
+    np.testing.assert_array_equal(a, b)
